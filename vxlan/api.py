@@ -1,0 +1,170 @@
+"""HTTP in: Docker's remote network driver RPCs as Bottle routes.
+
+Each RPC's body is checked against its schema before the driver sees it, and
+this is the one place where errors become {"Err": message}. Docker sends no
+Content-Type, so bodies are read as JSON whatever the headers say.
+"""
+
+import json
+import logging
+import re
+import time
+
+import bottle
+
+from .errors import PluginError, RequestError
+from .ip import request_context
+
+log = logging.getLogger("vxlan.api")
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+_DOCKER_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
+
+
+class DockerId:
+    """A network or endpoint ID; link names and file names are made from it."""
+    name = "an ID of letters and digits"
+
+    @staticmethod
+    def check(value):
+        return isinstance(value, str) and bool(_DOCKER_ID.match(value))
+
+
+class Of:
+    def __init__(self, *types, name):
+        self.types, self.name = types, name
+
+    def check(self, value):
+        return value is None or isinstance(value, self.types)
+
+
+MAP = Of(dict, name="a JSON object")
+LIST = Of(list, name="a JSON list")
+
+# RPC name -> {field: (kind, required)}. Fields not named here are ignored, so
+# newer engines may send more.
+SCHEMAS = {
+    "Plugin.Activate": {},
+    "NetworkDriver.GetCapabilities": {},
+    "NetworkDriver.CreateNetwork": {"NetworkID": (DockerId, True), "Options": (MAP, False),
+                                    "IPv4Data": (LIST, False), "IPv6Data": (LIST, False)},
+    "NetworkDriver.AllocateNetwork": {"NetworkID": (DockerId, True), "Options": (MAP, False)},
+    "NetworkDriver.DeleteNetwork": {"NetworkID": (DockerId, True)},
+    "NetworkDriver.FreeNetwork": {"NetworkID": (DockerId, True)},
+    "NetworkDriver.CreateEndpoint": {"NetworkID": (DockerId, True),
+                                     "EndpointID": (DockerId, True),
+                                     "Interface": (MAP, False), "Options": (MAP, False)},
+    "NetworkDriver.EndpointOperInfo": {"NetworkID": (DockerId, True),
+                                       "EndpointID": (DockerId, True)},
+    "NetworkDriver.DeleteEndpoint": {"NetworkID": (DockerId, True),
+                                     "EndpointID": (DockerId, True)},
+    "NetworkDriver.Join": {"NetworkID": (DockerId, True), "EndpointID": (DockerId, True),
+                           "SandboxKey": (Of(str, name="a string"), False),
+                           "Options": (MAP, False)},
+    "NetworkDriver.Leave": {"NetworkID": (DockerId, True), "EndpointID": (DockerId, True)},
+    "NetworkDriver.ProgramExternalConnectivity": {"NetworkID": (DockerId, True),
+                                                  "EndpointID": (DockerId, True)},
+    "NetworkDriver.RevokeExternalConnectivity": {"NetworkID": (DockerId, True),
+                                                 "EndpointID": (DockerId, True)},
+    "NetworkDriver.DiscoverNew": {},
+    "NetworkDriver.DiscoverDelete": {},
+}
+
+
+def _handlers(driver):
+    """RPC name -> function(body) -> answer."""
+    return {
+        "Plugin.Activate": lambda body: {"Implements": ["NetworkDriver"]},
+        "NetworkDriver.GetCapabilities": lambda body: driver.capabilities(),
+        "NetworkDriver.CreateNetwork": lambda body: driver.create_network(
+            body["NetworkID"], body.get("Options"), body.get("IPv4Data"),
+            body.get("IPv6Data")) or {},
+        "NetworkDriver.AllocateNetwork": lambda body: driver.allocate_network(
+            body["NetworkID"], body.get("Options")),
+        "NetworkDriver.DeleteNetwork": lambda body: driver.delete_network(
+            body["NetworkID"]) or {},
+        "NetworkDriver.FreeNetwork": lambda body: {},
+        "NetworkDriver.CreateEndpoint": lambda body: driver.create_endpoint(
+            body["NetworkID"], body["EndpointID"], _interface(body.get("Interface"))),
+        "NetworkDriver.EndpointOperInfo": lambda body: driver.endpoint_info(
+            body["NetworkID"], body["EndpointID"]),
+        "NetworkDriver.DeleteEndpoint": lambda body: driver.delete_endpoint(
+            body["NetworkID"], body["EndpointID"]) or {},
+        "NetworkDriver.Join": lambda body: driver.join(body["NetworkID"], body["EndpointID"]),
+        "NetworkDriver.Leave": lambda body: {},
+        "NetworkDriver.ProgramExternalConnectivity": lambda body: {},
+        "NetworkDriver.RevokeExternalConnectivity": lambda body: {},
+        "NetworkDriver.DiscoverNew": lambda body: {},
+        "NetworkDriver.DiscoverDelete": lambda body: {},
+    }
+
+
+def _interface(interface):
+    interface = interface or {}
+    for key in ("Address", "AddressIPv6", "MacAddress"):
+        if not isinstance(interface.get(key, ""), str):
+            raise RequestError(f"Interface.{key} must be a string")
+    return interface
+
+
+def parse_body(rpc, raw):
+    """The request's JSON body, checked against the RPC's schema."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as error:
+        raise RequestError(f"{rpc}: the request body is not JSON ({error})") from None
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise RequestError(f"{rpc}: the request body must be a JSON object")
+    for field, (kind, required) in SCHEMAS[rpc].items():
+        if field not in body or body[field] is None:
+            if required:
+                raise RequestError(f"{rpc}: {field} is missing")
+        elif not kind.check(body[field]):
+            raise RequestError(f"{rpc}: {field} must be {kind.name}, "
+                               f"not {json.dumps(body[field])[:80]}")
+    return body
+
+
+def make_app(driver):
+    app = bottle.Bottle()
+    handlers = _handlers(driver)
+
+    def route(rpc):
+        def serve_rpc():
+            bottle.response.content_type = CONTENT_TYPE
+            started = time.monotonic()
+            token = None
+            try:
+                body = parse_body(rpc, bottle.request.body.read())
+                token = request_context.set({
+                    "rpc": rpc.split(".")[-1],
+                    **{key: body[field] for key, field in
+                       (("network", "NetworkID"), ("endpoint", "EndpointID")) if field in body}})
+                answer = handlers[rpc](body)
+                log.debug("%s answered in %.1f ms", rpc, (time.monotonic() - started) * 1000)
+                return answer
+            except PluginError as error:
+                log.error("%s failed: %s", rpc, error)
+                bottle.response.status = 400 if isinstance(error, RequestError) else 500
+                return {"Err": str(error)}
+            except Exception as error:  # a bug: keep serving, and tell Docker
+                log.exception("%s failed unexpectedly", rpc)
+                bottle.response.status = 500
+                return {"Err": f"internal error in the vxlan driver: {error!r}"}
+            finally:
+                if token is not None:
+                    request_context.reset(token)
+        app.route("/" + rpc, "POST", serve_rpc)
+
+    for rpc in SCHEMAS:
+        route(rpc)
+
+    def no_such_rpc(error):
+        bottle.response.content_type = CONTENT_TYPE
+        return json.dumps({"Err": f"{bottle.request.method} {bottle.request.path}: "
+                                  "not a method of this network driver"})
+
+    app.error(404)(no_such_rpc)
+    app.error(405)(no_such_rpc)
+    return app

@@ -1,0 +1,133 @@
+"""The `docker-vxlan-plugin` command: flags, logging, and the subcommands
+`explain` (the commands a network would run, running nothing) and `options`
+(the option table).
+
+The daemon flags keep the Go original's spelling (-d, -scope, -vtepdev) and
+also take the usual --debug, --scope, --vtepdev.
+"""
+
+import argparse
+import logging
+import sys
+
+from .errors import PluginError
+from .ip import COMMAND_TIMEOUT
+from .options import InterfaceName, options_table_markdown
+
+DEFAULT_SOCKET = "/run/docker/plugins/vxlan.sock"
+DEFAULT_STATE_DIR = "/var/lib/docker-vxlan-plugin"
+EXAMPLE_NETWORK_ID = "4e7d0c1f2b3a" + "0" * 52
+EXAMPLE_ENDPOINT_IDS = ("5a1b2c3" + "0" * 57, "6d4e5f6" + "0" * 57)
+
+
+def _interface_name(text):
+    try:
+        return InterfaceName().parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid interface name {text!r}: expected {InterfaceName.accepted}") from None
+
+
+def _add_vtepdev(parser):
+    parser.add_argument("-vtepdev", "--vtepdev", type=_interface_name, metavar="DEV",
+                        help="underlay device of every vxlan; overrides -o VtepDev")
+
+
+def serve_parser():
+    parser = argparse.ArgumentParser(
+        prog="docker-vxlan-plugin",
+        description="Docker network driver: one VXLAN per network, a macvlan per container. "
+                    "Subcommands: explain, options (see `docker-vxlan-plugin explain -h`).")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug output")
+    parser.add_argument("-scope", "--scope", choices=("local", "global"), default="local",
+                        help="scope the driver reports to Docker (default: local)")
+    _add_vtepdev(parser)
+    parser.add_argument("--socket", default=DEFAULT_SOCKET,
+                        help=f"unix socket to serve on (default: {DEFAULT_SOCKET}; its file "
+                             "name without .sock is the driver name)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help=f"where network options are kept (default: {DEFAULT_STATE_DIR})")
+    parser.add_argument("--audit-log", metavar="FILE",
+                        help="also log every ip/bridge command as JSON Lines to FILE")
+    parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
+                        metavar="SECONDS", help="kill an ip/bridge command that runs longer "
+                        f"and fail the request (default: {COMMAND_TIMEOUT:g})")
+    return parser
+
+
+def explain_parser():
+    parser = argparse.ArgumentParser(
+        prog="docker-vxlan-plugin explain",
+        description="Print the exact commands the plugin would run on this host for a "
+                    "network with these options, after the same checks as "
+                    "`docker network create`. It changes nothing (it only reads the "
+                    "host's links).")
+    parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="a network option, as given to docker network create")
+    _add_vtepdev(parser)
+    parser.add_argument("--network-id", default=EXAMPLE_NETWORK_ID,
+                        help="the network ID to name links after (default: an example)")
+    return parser
+
+
+def setup_logging(debug):
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sh").setLevel(logging.WARNING)  # we log every command ourselves
+    if not debug:
+        for noisy in ("urllib3", "docker"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["options"]:
+        print(options_table_markdown())
+        return 0
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
+    args = serve_parser().parse_args(argv)
+    setup_logging(args.debug)
+    # gevent must patch sockets before the docker SDK is imported. Threads, os and
+    # signals stay unpatched: sh hangs otherwise (see ip.py).
+    from gevent import monkey
+    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False)
+    from .dockerapi import DockerLookup
+    from .driver import Driver
+    from .ip import CommandLog, Ip
+    from .state import StateStore
+    from . import api, server
+
+    driver = Driver(Ip(CommandLog(args.audit_log), args.command_timeout), DockerLookup(), StateStore(args.state_dir),
+                    scope=args.scope, vtepdev=args.vtepdev)
+    driver.load()
+    server.serve(api.make_app(driver), args.socket)
+    return 0
+
+
+def explain_main(argv):
+    args = explain_parser().parse_args(argv)
+    setup_logging(False)
+    logging.getLogger("vxlan.commands").setLevel(logging.WARNING)  # stdout is the answer
+    from .driver import explain
+    from .ip import CommandLog, Ip
+    import shlex
+
+    raw = {}
+    for item in args.opt:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"explain: -o {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        raw[key] = value
+    try:
+        steps = explain(raw, args.vtepdev, Ip(CommandLog()).links(), args.network_id,
+                        EXAMPLE_ENDPOINT_IDS)
+    except PluginError as error:
+        print(f"explain: {error}", file=sys.stderr)
+        return 1
+    for step, commands in steps:
+        print(f"# {step}")
+        for argv in commands:
+            print(shlex.join(argv))
+    return 0

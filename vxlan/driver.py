@@ -1,0 +1,388 @@
+"""Networks and endpoints: what to create on the host, and when to delete it.
+
+A Docker network of this driver is one vxlan link on each host that has a
+container on it; each container gets a macvlan (bridge mode) on that vxlan.
+
+    CreateNetwork   validate and remember the options; nothing on the host yet
+    CreateEndpoint  choose the container's MAC; remember the endpoint
+    Join            first container here: create the vxlan; then its macvlan
+    Leave           nothing: Docker moves the macvlan back to the host itself
+    DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
+    DeleteNetwork   delete the vxlan if it is still there; forget the network
+
+The plugin deletes only links it created or adopted (ip.py marks them), and
+keeps the options in state.py because Join does not carry them.
+"""
+
+import hashlib
+import ipaddress
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from gevent.lock import RLock
+
+from . import ip as cmd
+from .errors import CommandError, DockerLookupError, OptionError, PluginError
+from .options import parse_options
+
+log = logging.getLogger("vxlan.driver")
+VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    options: object  # options.NetworkOptions
+    gateway: str = None
+    gateway6: str = None
+    internal: bool = False
+
+    @property
+    def link(self):
+        return self.options.link_name(self.id)
+
+    def record(self):
+        return {"id": self.id, "options": self.options.raw, "gateway": self.gateway,
+                "gateway6": self.gateway6, "internal": self.internal}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    network_id: str
+    mac: str
+
+    @property
+    def link(self):
+        return "macvlan_" + self.id[:7]  # the Go original's name, so hosts can move over
+
+    def record(self):
+        return {"id": self.id, "network": self.network_id, "mac": self.mac}
+
+
+class Driver:
+    def __init__(self, ip, docker, state, scope="local", vtepdev=None):
+        self.ip = ip
+        self.docker = docker
+        self.state = state
+        self.scope = scope
+        self.vtepdev = vtepdev
+        self.networks = {}
+        self.endpoints = {}
+        self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
+        self._network_locks = defaultdict(RLock)
+        self._create_lock = RLock()  # conflict checks between networks
+
+    # --- start-up -------------------------------------------------------------
+
+    def load(self):
+        """Reads the state and finds which of our vxlans exist on this host."""
+        for network_id, record in self.state.load_all("networks").items():
+            try:
+                self.networks[network_id] = self._network_from_record(record)
+            except (OptionError, KeyError, TypeError) as error:
+                log.error("ignoring network %s in the state: %s", network_id[:12], error)
+        for endpoint_id, record in self.state.load_all("endpoints").items():
+            try:
+                self.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
+                                                       record["mac"])
+            except (KeyError, TypeError) as error:
+                log.error("ignoring endpoint %s in the state: %s", endpoint_id[:12], error)
+        for link in self.ip.links("vxlan"):
+            network = self._network_of_link(link)
+            if network is None:
+                continue
+            if cmd.owner_of(link) != network.id:
+                # a link the Go original made for this network: adopt it
+                self.ip.run(cmd.mark_owned(link["ifname"], network.id, up=True))
+            self.vxlans_here.add(network.id)
+
+    def _network_of_link(self, link):
+        owner = cmd.owner_of(link)
+        if owner in self.networks:
+            return self.networks[owner]
+        for network in self.networks.values():
+            if (owner is None and link["ifname"] == network.link and
+                    link.get("linkinfo", {}).get("info_data", {}).get("id")
+                    == network.options.get("VxlanId")):
+                return network
+        return None
+
+    # --- RPCs -------------------------------------------------------------------
+
+    def capabilities(self):
+        return {"Scope": self.scope, "ConnectivityScope": self.scope}
+
+    def create_network(self, network_id, options, ipv4_data, ipv6_data):
+        generic = (options or {}).get("com.docker.network.generic") or {}
+        net_options = parse_options(generic, self.vtepdev)
+        network = Network(network_id, net_options, _gateway(ipv4_data), _gateway(ipv6_data),
+                          bool((options or {}).get("com.docker.network.internal")))
+        with self._create_lock:
+            check_host(network, self.ip.links(), self.networks.values())
+            self.state.save("networks", network_id, network.record())
+            self.networks[network_id] = network
+
+    def allocate_network(self, network_id, options):
+        # Swarm's manager: the Options we return replace the network's driver
+        # options on every node, so validate them and hand them back unchanged.
+        parse_options(options or {}, self.vtepdev)
+        return {"Options": options or {}}
+
+    def delete_network(self, network_id):
+        with self._network_locks[network_id]:
+            network = self.networks.get(network_id)
+            if network and network_id in self.vxlans_here:
+                self._delete_links([cmd.link_delete(network.link)])
+                self.vxlans_here.discard(network_id)
+            for endpoint in [e for e in self.endpoints.values() if e.network_id == network_id]:
+                self._forget_endpoint(endpoint.id)
+            self.state.delete("networks", network_id)
+            self.networks.pop(network_id, None)
+        self._network_locks.pop(network_id, None)
+
+    def create_endpoint(self, network_id, endpoint_id, interface):
+        self._network(network_id)
+        mac = interface.get("MacAddress") or ""
+        endpoint = Endpoint(endpoint_id, network_id, mac or _choose_mac(endpoint_id, interface))
+        self.state.save("endpoints", endpoint_id, endpoint.record())
+        self.endpoints[endpoint_id] = endpoint
+        # Docker only accepts what it left empty: answer the MAC only if we chose it.
+        return {} if mac else {"Interface": {"MacAddress": endpoint.mac}}
+
+    def endpoint_info(self, network_id, endpoint_id):
+        endpoint = self._endpoint(endpoint_id)
+        network = self._network(network_id)
+        return {"Value": {"vxlan": network.link, "macvlan": endpoint.link, "mac": endpoint.mac}}
+
+    def join(self, network_id, endpoint_id):
+        network = self._network(network_id)
+        endpoint = self._endpoint(endpoint_id)
+        with self._network_locks[network_id]:
+            self._create_links(network, endpoint)
+        answer = {"InterfaceName": {"SrcName": endpoint.link, "DstPrefix": "eth"}}
+        if network.gateway and not network.internal:
+            answer["Gateway"] = network.gateway
+        if network.gateway6 and not network.internal:
+            answer["GatewayIPv6"] = network.gateway6
+        return answer
+
+    def delete_endpoint(self, network_id, endpoint_id):
+        endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
+        with self._network_locks[network_id]:
+            others = [e for e in self.endpoints.values()
+                      if e.network_id == network_id and e.id != endpoint_id]
+            network = self.networks.get(network_id)
+            last = network is not None and not others and network_id in self.vxlans_here
+            self._delete_links(delete_endpoint_commands(network, endpoint, last))
+            if last:
+                self.vxlans_here.discard(network_id)
+            self._forget_endpoint(endpoint_id)
+
+    # --- what runs --------------------------------------------------------------
+
+    def _create_links(self, network, endpoint):
+        """Creates the endpoint's macvlan, and the network's vxlan if it is missing."""
+        for attempt in (1, 2):
+            new_vxlan = network.id not in self.vxlans_here
+            commands = join_commands(network, endpoint, new_vxlan)
+            try:
+                self.ip.batch(commands)
+            except CommandError as error:
+                self._undo(error.done)
+                if (attempt == 1 and not new_vxlan and "Cannot find device" in error.stderr):
+                    # someone deleted our vxlan behind our back: create it again
+                    self.vxlans_here.discard(network.id)
+                    continue
+                if new_vxlan and "File exists" in error.stderr and not error.done:
+                    raise PluginError(self._exists_message(network)) from None
+                raise
+            if new_vxlan:
+                self.vxlans_here.add(network.id)
+            return
+
+    def _exists_message(self, network):
+        link = self.ip.link(network.link)
+        if link is None:
+            return (f"cannot create vxlan {network.link}: the kernel already has a vxlan "
+                    f"with VNI {network.options.get('VxlanId')} on the same port and device")
+        return (f"cannot create vxlan {network.link}: a link of that name exists and was not "
+                "created by docker-vxlan-plugin; remove it or choose another vxlanName")
+
+    def _undo(self, done):
+        created = [argv for argv in done if argv[:3] == ["ip", "link", "add"]]
+        for argv in reversed(created):
+            try:
+                self.ip.run(cmd.link_delete(argv[3]))
+            except CommandError:
+                pass  # logged by ip.py; the original error is what the user needs
+
+    def _delete_links(self, commands):
+        """Deletes links; one that is already gone is not an error."""
+        try:
+            self.ip.batch(commands)
+        except CommandError as error:
+            if "Cannot find device" not in error.stderr:
+                raise
+            rest = commands[len(error.done) + 1:]
+            if rest:
+                self._delete_links(rest)
+
+    # --- lookups ------------------------------------------------------------------
+
+    def _network(self, network_id):
+        network = self.networks.get(network_id)
+        if network is None:
+            network = self._network_from_docker(network_id)
+        return network
+
+    def _network_from_docker(self, network_id):
+        """A network created on another host (global scope): ask Docker once."""
+        with self._network_locks[network_id]:
+            if network_id in self.networks:
+                return self.networks[network_id]
+            info = self.docker.network(network_id)
+            configs = (info.get("IPAM") or {}).get("Config") or []
+            gateways = {}
+            for config in configs:
+                if config.get("Gateway"):
+                    address = ipaddress.ip_interface(config["Gateway"]).ip
+                    gateways.setdefault(address.version, str(address))
+            network = Network(network_id, parse_options(info.get("Options") or {}, self.vtepdev),
+                              gateways.get(4), gateways.get(6), bool(info.get("Internal")))
+            self.state.save("networks", network_id, network.record())
+            self.networks[network_id] = network
+            return network
+
+    def _network_from_record(self, record):
+        return Network(record["id"], parse_options(record["options"], self.vtepdev),
+                       record.get("gateway"), record.get("gateway6"),
+                       bool(record.get("internal")))
+
+    def _endpoint(self, endpoint_id):
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None:
+            raise PluginError(f"endpoint {endpoint_id[:12]} is unknown to the vxlan driver")
+        return endpoint
+
+    def _forget_endpoint(self, endpoint_id):
+        self.state.delete("endpoints", endpoint_id)
+        self.endpoints.pop(endpoint_id, None)
+
+
+def check_host(network, links, known_networks):
+    """Refuses a network that cannot work on this host, before anything is made."""
+    options = network.options
+    by_name = {link["ifname"]: link for link in links}
+    vtepdev = options.get("VtepDev")
+    if vtepdev and vtepdev not in by_name:
+        raise OptionError(f"option VtepDev={vtepdev}: no such device on this host")
+    mtu = options.get("vxlanMTU")
+    if vtepdev and mtu:
+        family = _underlay_family(options)
+        limit = by_name[vtepdev]["mtu"] - VXLAN_OVERHEAD[family]
+        if mtu > limit:
+            raise OptionError(f"option vxlanMTU={mtu}: above {limit}, the most that fits in "
+                              f"{vtepdev}'s MTU of {by_name[vtepdev]['mtu']} with the VXLAN "
+                              f"overhead of {VXLAN_OVERHEAD[family]} bytes")
+    for other in known_networks:
+        if other.id == network.id:
+            continue
+        if other.link == network.link:
+            raise OptionError(f"option vxlanName={network.link}: already used by network "
+                              f"{other.id[:12]}")
+        if (other.options.get("VxlanId"), other.options.get("Port")) == (
+                options.get("VxlanId"), options.get("Port")):
+            raise OptionError(f"option VxlanId={options.get('VxlanId')}: already used by "
+                              f"network {other.id[:12]} on this host")
+    existing = by_name.get(network.link)
+    if existing and cmd.owner_of(existing) != network.id and not _is_go_original_link(
+            existing, network):
+        raise OptionError(f"a link named {network.link} already exists on this host and was "
+                          "not created by docker-vxlan-plugin; choose another vxlanName")
+    for link in links:
+        data = link.get("linkinfo", {}).get("info_data", {})
+        if (link.get("linkinfo", {}).get("info_kind") == "vxlan" and link is not existing
+                and data.get("id") == options.get("VxlanId")
+                and data.get("port") == options.get("Port")):
+            raise OptionError(f"option VxlanId={options.get('VxlanId')}: the vxlan "
+                              f"{link['ifname']} on this host already uses that VNI and port")
+
+
+def _is_go_original_link(link, network):
+    data = link.get("linkinfo", {}).get("info_data", {})
+    return (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network.id[:12]
+            and data.get("id") == network.options.get("VxlanId"))
+
+
+# --- the commands of each step: used by the driver and by `explain` ----------------
+
+def join_commands(network, endpoint, new_vxlan):
+    """Join: the endpoint's macvlan, after the network's vxlan if it is new here."""
+    options = network.options
+    vxlan = []
+    if new_vxlan:
+        vxlan = ([cmd.vxlan_add(network.link, options.ip_args("link"),
+                                options.ip_args("vxlan")),
+                  cmd.mark_owned(network.link, network.id, up=True)] +
+                 [cmd.fdb_append_flood(network.link, peer) for peer in options.peers])
+    return vxlan + [cmd.macvlan_add(endpoint.link, network.link, endpoint.mac)]
+
+
+def delete_endpoint_commands(network, endpoint, last):
+    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here."""
+    return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
+
+
+def explain(raw_options, vtepdev, links, network_id, endpoint_ids):
+    """[(step, commands)] the plugin would run for such a network on this host."""
+    network = Network(network_id, parse_options(raw_options, vtepdev))
+    check_host(network, links, [])
+    first, second = (Endpoint(e, network_id, _choose_mac(e, {})) for e in endpoint_ids)
+    return [
+        ("docker network create: nothing runs; the options are checked and kept", []),
+        ("first container on this host (Join)", join_commands(network, first, True)),
+        ("each further container (Join)", join_commands(network, second, False)),
+        ("a container leaves (Leave): Docker moves its macvlan back; nothing runs", []),
+        ("a container is removed (DeleteEndpoint)",
+         delete_endpoint_commands(network, second, False)),
+        ("the last container here is removed (DeleteEndpoint)",
+         delete_endpoint_commands(network, first, True)),
+        ("docker network rm, if a vxlan is still here (DeleteNetwork)",
+         [cmd.link_delete(network.link)]),
+    ]
+
+
+def _underlay_family(options):
+    for name in ("Group", "SrcAddr"):
+        if options.get(name):
+            return ipaddress.ip_address(options.get(name)).version
+    peers = options.peers
+    return ipaddress.ip_address(peers[0]).version if peers else 4
+
+
+def _gateway(ip_data):
+    for entry in ip_data or []:
+        gateway = (entry or {}).get("Gateway")
+        if gateway:
+            try:
+                return str(ipaddress.ip_interface(gateway).ip)
+            except ValueError:
+                raise PluginError(f"gateway {gateway!r} is not an IP address") from None
+    return None
+
+
+def _choose_mac(endpoint_id, interface):
+    """A stable MAC: from the IPv4 address as Docker's bridge does, so a container
+    that comes back with its address comes back with its MAC; else from the ID."""
+    address = interface.get("Address")
+    if address:
+        try:
+            packed = ipaddress.ip_interface(address).ip.packed
+        except ValueError:
+            raise PluginError(f"endpoint address {address!r} is not an IP address") from None
+        if len(packed) == 4:
+            return "02:42:" + ":".join(f"{b:02x}" for b in packed)
+    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
