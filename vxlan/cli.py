@@ -79,6 +79,20 @@ def setup_logging(debug):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _patch_for_gevent():
+    """Sockets become cooperative (the docker SDK must be imported after this).
+    Threads, os and signals stay as they are, or sh hangs (see ip.py); but
+    threading.local must be per greenlet, because bottle keeps each request in
+    one and many requests are served at once in the one thread."""
+    import threading
+
+    import gevent.local
+    from gevent import monkey
+
+    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False)
+    monkey.patch_item(threading, "local", gevent.local.local)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["options"]:
@@ -88,10 +102,7 @@ def main(argv=None):
         return explain_main(argv[1:])
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)
-    # gevent must patch sockets before the docker SDK is imported. Threads, os and
-    # signals stay unpatched: sh hangs otherwise (see ip.py).
-    from gevent import monkey
-    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False)
+    _patch_for_gevent()
     from .dockerapi import DockerLookup
     from .driver import Driver
     from .ip import CommandLog, Ip

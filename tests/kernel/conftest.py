@@ -1,0 +1,163 @@
+"""Kernel tests: the real plugin, run inside a throwaway network namespace,
+driven over its socket; `ip -d -j link show` in that namespace is the truth.
+
+The namespace has an `eth0` (one end of a veth pair whose other end lives in a
+second throwaway namespace), so VXLAN and multicast traffic never leaves them.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests import rpc
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sh(*argv, check=True):
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+class Netns:
+    def __init__(self):
+        tag = secrets.token_hex(3)
+        self.name, self.peer = f"dvk{tag}", f"dvk{tag}p"
+        sh("ip", "netns", "add", self.name)
+        sh("ip", "netns", "add", self.peer)
+        sh("ip", "link", "add", "eth0", "netns", self.name, "type", "veth",
+           "peer", "name", "eth0", "netns", self.peer)
+        for ns, address in ((self.name, "192.0.2.1"), (self.peer, "192.0.2.2")):
+            sh("ip", "-n", ns, "addr", "add", address + "/24", "dev", "eth0")
+            sh("ip", "-n", ns, "addr", "add", address.replace("192.0.2.", "2001:db8::") + "/64",
+               "dev", "eth0", "nodad")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def ip(self, *args, check=True):
+        return sh("ip", "-n", self.name, *args, check=check)
+
+    def link(self, name):
+        """The link as `ip -d -j link show` reports it, or None."""
+        done = self.ip("-d", "-j", "link", "show", "dev", name, check=False)
+        return json.loads(done.stdout)[0] if done.returncode == 0 else None
+
+    def link_names(self):
+        return {link["ifname"] for link in json.loads(self.ip("-j", "link", "show").stdout)}
+
+    def delete(self):
+        sh("ip", "netns", "del", self.name, check=False)
+        sh("ip", "netns", "del", self.peer, check=False)
+
+
+class Plugin:
+    """The plugin as a process in the namespace, with its socket, state and audit log."""
+
+    def __init__(self, netns, workdir, flags=(), env=None):
+        self.netns = netns
+        self.socket = os.path.join(workdir, "vxlan.sock")
+        self.state_dir = os.path.join(workdir, "state")
+        self.audit_log = os.path.join(workdir, "audit.jsonl")
+        self.stderr_path = os.path.join(workdir, "plugin.log")
+        self.flags = list(flags)
+        self.env = env
+        self.process = None
+
+    def start(self):
+        with open(self.stderr_path, "a") as stderr:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns.name, sys.executable, "-m", "vxlan",
+                 "--socket", self.socket, "--state-dir", self.state_dir,
+                 "--audit-log", self.audit_log, *self.flags],
+                cwd=REPO, stdout=stderr, stderr=stderr, env=self.env)
+        deadline = time.monotonic() + 20
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"plugin did not start:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self):
+        try:
+            return self.call("Plugin.Activate")[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops our process by its PID; SIGKILL if it does not go within 15 s."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def call(self, method, body=None):
+        return rpc.call(self.socket, "NetworkDriver." + method if "." not in method else method,
+                        body)
+
+    def ok(self, method, body=None):
+        status, answer = self.call(method, body)
+        assert status == 200 and "Err" not in (answer or {}), (method, status, answer)
+        return answer
+
+    def log(self):
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def audit(self):
+        if not os.path.exists(self.audit_log):
+            return []
+        with open(self.audit_log) as f:
+            return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.skip("kernel tests need root")
+    ns = Netns()
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="dvk-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def plugin(netns, workdir):
+    started = Plugin(netns, workdir, ["--vtepdev", "eth0"]).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def network_request(network_id, options, subnet="10.42.0.0/24", gateway="10.42.0.254/24"):
+    return {"NetworkID": network_id,
+            "Options": {"com.docker.network.enable_ipv6": False,
+                        "com.docker.network.generic": options},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": gateway}],
+            "IPv6Data": []}
+
+
+def new_id():
+    return secrets.token_hex(32)
