@@ -107,11 +107,13 @@ def main(argv=None):
     from .driver import Driver
     from .ip import CommandLog, Ip
     from .state import StateStore
-    from . import api, server
+    from . import api, recovery, server
 
-    driver = Driver(Ip(CommandLog(args.audit_log), args.command_timeout), DockerLookup(), StateStore(args.state_dir),
-                    scope=args.scope, vtepdev=args.vtepdev)
-    driver.load()
+    docker = DockerLookup()
+    driver = Driver(Ip(CommandLog(args.audit_log), args.command_timeout), docker,
+                    StateStore(args.state_dir), scope=args.scope, vtepdev=args.vtepdev)
+    recovery.load(driver)
+    recovery.reconcile_in_background(driver, docker)
     server.serve(api.make_app(driver), args.socket)
     return 0
 

@@ -35,16 +35,14 @@ class DockerLookup:
             raise DockerLookupError(
                 f"could not ask Docker about network {network_id[:12]}: {error}") from None
 
-    def endpoints_by_network(self, driver_names):
-        """{network ID: set of endpoint IDs} for the networks of our driver."""
+    def endpoints_of(self, network_id):
+        """IDs of the network's endpoints on this host, or None if Docker does not
+        know the network."""
         try:
-            found = {}
-            for summary in self._api().networks():
-                if summary.get("Driver") not in driver_names:
-                    continue
-                network = self._api().inspect_network(summary["Id"])
-                found[network["Id"]] = {c.get("EndpointID", "") for c in
-                                        (network.get("Containers") or {}).values()}
-            return found
+            network = self._api().inspect_network(network_id)
+        except docker.errors.NotFound:
+            return None
         except Exception as error:
-            raise DockerLookupError(f"could not list Docker's networks: {error}") from None
+            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
+                                    f"{error}") from None
+        return {c.get("EndpointID", "") for c in (network.get("Containers") or {}).values()}

@@ -71,43 +71,8 @@ class Driver:
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
-        self._network_locks = defaultdict(RLock)
+        self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
-
-    # --- start-up -------------------------------------------------------------
-
-    def load(self):
-        """Reads the state and finds which of our vxlans exist on this host."""
-        for network_id, record in self.state.load_all("networks").items():
-            try:
-                self.networks[network_id] = self._network_from_record(record)
-            except (OptionError, KeyError, TypeError) as error:
-                log.error("ignoring network %s in the state: %s", network_id[:12], error)
-        for endpoint_id, record in self.state.load_all("endpoints").items():
-            try:
-                self.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
-                                                       record["mac"])
-            except (KeyError, TypeError) as error:
-                log.error("ignoring endpoint %s in the state: %s", endpoint_id[:12], error)
-        for link in self.ip.links("vxlan"):
-            network = self._network_of_link(link)
-            if network is None:
-                continue
-            if cmd.owner_of(link) != network.id:
-                # a link the Go original made for this network: adopt it
-                self.ip.run(cmd.mark_owned(link["ifname"], network.id, up=True))
-            self.vxlans_here.add(network.id)
-
-    def _network_of_link(self, link):
-        owner = cmd.owner_of(link)
-        if owner in self.networks:
-            return self.networks[owner]
-        for network in self.networks.values():
-            if (owner is None and link["ifname"] == network.link and
-                    link.get("linkinfo", {}).get("info_data", {}).get("id")
-                    == network.options.get("VxlanId")):
-                return network
-        return None
 
     # --- RPCs -------------------------------------------------------------------
 
@@ -131,16 +96,16 @@ class Driver:
         return {"Options": options or {}}
 
     def delete_network(self, network_id):
-        with self._network_locks[network_id]:
+        with self.network_locks[network_id]:
             network = self.networks.get(network_id)
             if network and network_id in self.vxlans_here:
-                self._delete_links([cmd.link_delete(network.link)])
+                self.delete_links([cmd.link_delete(network.link)])
                 self.vxlans_here.discard(network_id)
             for endpoint in [e for e in self.endpoints.values() if e.network_id == network_id]:
-                self._forget_endpoint(endpoint.id)
+                self.forget_endpoint(endpoint.id)
             self.state.delete("networks", network_id)
             self.networks.pop(network_id, None)
-        self._network_locks.pop(network_id, None)
+        self.network_locks.pop(network_id, None)
 
     def create_endpoint(self, network_id, endpoint_id, interface):
         self._network(network_id)
@@ -159,7 +124,7 @@ class Driver:
     def join(self, network_id, endpoint_id):
         network = self._network(network_id)
         endpoint = self._endpoint(endpoint_id)
-        with self._network_locks[network_id]:
+        with self.network_locks[network_id]:
             self._create_links(network, endpoint)
         answer = {"InterfaceName": {"SrcName": endpoint.link, "DstPrefix": "eth"}}
         if network.gateway and not network.internal:
@@ -170,15 +135,15 @@ class Driver:
 
     def delete_endpoint(self, network_id, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
-        with self._network_locks[network_id]:
+        with self.network_locks[network_id]:
             others = [e for e in self.endpoints.values()
                       if e.network_id == network_id and e.id != endpoint_id]
             network = self.networks.get(network_id)
             last = network is not None and not others and network_id in self.vxlans_here
-            self._delete_links(delete_endpoint_commands(network, endpoint, last))
+            self.delete_links(delete_endpoint_commands(network, endpoint, last))
             if last:
                 self.vxlans_here.discard(network_id)
-            self._forget_endpoint(endpoint_id)
+            self.forget_endpoint(endpoint_id)
 
     # --- what runs --------------------------------------------------------------
 
@@ -195,20 +160,28 @@ class Driver:
                     # someone deleted our vxlan behind our back: create it again
                     self.vxlans_here.discard(network.id)
                     continue
-                if new_vxlan and "File exists" in error.stderr and not error.done:
-                    raise PluginError(self._exists_message(network)) from None
+                if attempt == 1 and new_vxlan and "File exists" in error.stderr and not error.done:
+                    self._adopt_existing_vxlan(network)
+                    continue
                 raise
             if new_vxlan:
                 self.vxlans_here.add(network.id)
             return
 
-    def _exists_message(self, network):
+    def _adopt_existing_vxlan(self, network):
+        """The vxlan's name is taken: adopt the link if it is this network's (ours
+        from before a crash, or the Go original's); refuse anything else."""
         link = self.ip.link(network.link)
         if link is None:
-            return (f"cannot create vxlan {network.link}: the kernel already has a vxlan "
-                    f"with VNI {network.options.get('VxlanId')} on the same port and device")
-        return (f"cannot create vxlan {network.link}: a link of that name exists and was not "
-                "created by docker-vxlan-plugin; remove it or choose another vxlanName")
+            raise PluginError(f"cannot create vxlan {network.link}: the kernel already has a "
+                              f"vxlan with VNI {network.options.get('VxlanId')} on the same "
+                              "port and device")
+        if cmd.owner_of(link) != network.id and not is_go_original_link(link, network):
+            raise PluginError(f"cannot create vxlan {network.link}: a link of that name exists "
+                              "and was not created by docker-vxlan-plugin; remove it or choose "
+                              "another vxlanName")
+        self.ip.run(cmd.mark_owned(network.link, network.id, up=True))
+        self.vxlans_here.add(network.id)
 
     def _undo(self, done):
         created = [argv for argv in done if argv[:3] == ["ip", "link", "add"]]
@@ -218,7 +191,7 @@ class Driver:
             except CommandError:
                 pass  # logged by ip.py; the original error is what the user needs
 
-    def _delete_links(self, commands):
+    def delete_links(self, commands):
         """Deletes links; one that is already gone is not an error."""
         try:
             self.ip.batch(commands)
@@ -227,7 +200,7 @@ class Driver:
                 raise
             rest = commands[len(error.done) + 1:]
             if rest:
-                self._delete_links(rest)
+                self.delete_links(rest)
 
     # --- lookups ------------------------------------------------------------------
 
@@ -239,7 +212,7 @@ class Driver:
 
     def _network_from_docker(self, network_id):
         """A network created on another host (global scope): ask Docker once."""
-        with self._network_locks[network_id]:
+        with self.network_locks[network_id]:
             if network_id in self.networks:
                 return self.networks[network_id]
             info = self.docker.network(network_id)
@@ -255,7 +228,7 @@ class Driver:
             self.networks[network_id] = network
             return network
 
-    def _network_from_record(self, record):
+    def network_from_record(self, record):
         return Network(record["id"], parse_options(record["options"], self.vtepdev),
                        record.get("gateway"), record.get("gateway6"),
                        bool(record.get("internal")))
@@ -266,7 +239,7 @@ class Driver:
             raise PluginError(f"endpoint {endpoint_id[:12]} is unknown to the vxlan driver")
         return endpoint
 
-    def _forget_endpoint(self, endpoint_id):
+    def forget_endpoint(self, endpoint_id):
         self.state.delete("endpoints", endpoint_id)
         self.endpoints.pop(endpoint_id, None)
 
@@ -297,7 +270,7 @@ def check_host(network, links, known_networks):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: already used by "
                               f"network {other.id[:12]} on this host")
     existing = by_name.get(network.link)
-    if existing and cmd.owner_of(existing) != network.id and not _is_go_original_link(
+    if existing and cmd.owner_of(existing) != network.id and not is_go_original_link(
             existing, network):
         raise OptionError(f"a link named {network.link} already exists on this host and was "
                           "not created by docker-vxlan-plugin; choose another vxlanName")
@@ -310,7 +283,7 @@ def check_host(network, links, known_networks):
                               f"{link['ifname']} on this host already uses that VNI and port")
 
 
-def _is_go_original_link(link, network):
+def is_go_original_link(link, network):
     data = link.get("linkinfo", {}).get("info_data", {})
     return (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network.id[:12]
             and data.get("id") == network.options.get("VxlanId"))

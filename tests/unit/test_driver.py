@@ -3,6 +3,7 @@ which commands each RPC runs, in what order, and what it answers."""
 
 import pytest
 
+from vxlan import recovery
 from vxlan.driver import Driver
 from vxlan.errors import CommandError, DockerLookupError, OptionError, PluginError
 from vxlan.state import StateStore
@@ -71,7 +72,7 @@ def ip():
 @pytest.fixture
 def driver(ip, tmp_path):
     made = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
-    made.load()
+    recovery.load(made)
     return made
 
 
@@ -188,7 +189,7 @@ def test_state_survives_a_restart(driver, ip, tmp_path):
              "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 42}}}
     restarted_ip = RecordingIp([ETH0, vxlan])
     again = Driver(restarted_ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
-    again.load()
+    recovery.load(again)
     assert again.networks[NET].link == "vxkept"
     assert again.endpoints[EP1].mac == "02:42:0a:00:00:05"
     assert NET in again.vxlans_here
@@ -204,7 +205,7 @@ def test_go_original_vxlan_is_adopted(ip, tmp_path):
                 "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 42}}}
     restarted_ip = RecordingIp([ETH0, original])
     again = Driver(restarted_ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
-    again.load()
+    recovery.load(again)
     assert restarted_ip.commands[-1] == (
         f"ip link set dev vx_aaaaaaaaaaaa alias docker-vxlan-plugin:{NET} up")
     assert NET in again.vxlans_here
