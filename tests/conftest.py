@@ -1,0 +1,36 @@
+"""Shared fixtures: labs of Docker hosts in network namespaces (scripts/lab.py).
+
+lab1 / lab2 give a lab of 1 / 2 hosts (module-scoped), each with its own
+dockerd and the busybox-local:latest image; the lab is torn down after the
+module, whatever happened.  They skip only when not root; anything else that
+stops a lab from coming up is an error.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import lab as lablib  # noqa: E402  (scripts/lab.py)
+
+
+def _lab(n):
+    if os.geteuid() != 0:
+        pytest.skip("a lab of Docker hosts needs root")
+    with lablib.Lab(n) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def lab1():
+    """A lab of one Docker host: lab1.hosts[0]."""
+    yield from _lab(1)
+
+
+@pytest.fixture(scope="module")
+def lab2():
+    """A lab of two Docker hosts on one underlay: h1, h2 = lab2.hosts."""
+    yield from _lab(2)
