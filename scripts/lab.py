@@ -34,7 +34,7 @@ A lab records itself in /run/dvl-lab/PREFIX.json while it exists; a lab whose
 owning process died (a killed test run) is torn down by the next Lab.up().
 
 The plugin runs with DVL_PYTHON, else REPO/.venv/bin/python, else this Python;
-the docker CLI is DVL_DOCKER, else the first docker on PATH.
+the docker CLI is DVL_DOCKER, else Debian's /usr/bin/docker, else the first on PATH.
 """
 
 from __future__ import annotations
@@ -218,7 +218,13 @@ def _default_python() -> str:
 
 
 def _docker_cli() -> str:
-    return os.environ.get("DVL_DOCKER") or shutil.which("docker") or "docker"
+    # Debian's client comes with the engine and speaks its API version; a newer
+    # client found first on PATH refuses some flags (run --mac-address with
+    # --net needs API 1.44).
+    debian_client = "/usr/bin/docker"
+    return (os.environ.get("DVL_DOCKER") or
+            (debian_client if os.path.exists(debian_client) else shutil.which("docker")) or
+            "docker")
 
 
 # --------------------------------------------------------------------------
