@@ -126,39 +126,42 @@ def parse_body(rpc, raw):
     return body
 
 
+def answer(rpc, handler, raw_body):
+    """(HTTP status, JSON answer) of one RPC: the one place errors become {"Err"}."""
+    started = time.monotonic()
+    token = None
+    try:
+        body = parse_body(rpc, raw_body)
+        token = request_context.set({
+            "rpc": rpc.split(".")[-1],
+            **{key: body[field] for key, field in
+               (("network", "NetworkID"), ("endpoint", "EndpointID")) if field in body}})
+        result = handler(body)
+        log.debug("%s answered in %.1f ms", rpc, (time.monotonic() - started) * 1000)
+        return 200, result
+    except PluginError as error:
+        log.error("%s failed: %s", rpc, error)
+        return (400 if isinstance(error, RequestError) else 500), {"Err": str(error)}
+    except Exception as error:  # a bug: keep serving, and tell Docker
+        log.exception("%s failed unexpectedly", rpc)
+        return 500, {"Err": f"internal error in the vxlan driver: {error!r}"}
+    finally:
+        if token is not None:
+            request_context.reset(token)
+
+
 def make_app(driver):
     app = bottle.Bottle()
-    handlers = _handlers(driver)
 
-    def route(rpc):
+    def route(rpc, handler):
         def serve_rpc():
-            bottle.response.content_type = CONTENT_TYPE
-            started = time.monotonic()
-            token = None
-            try:
-                body = parse_body(rpc, bottle.request.body.read())
-                token = request_context.set({
-                    "rpc": rpc.split(".")[-1],
-                    **{key: body[field] for key, field in
-                       (("network", "NetworkID"), ("endpoint", "EndpointID")) if field in body}})
-                answer = handlers[rpc](body)
-                log.debug("%s answered in %.1f ms", rpc, (time.monotonic() - started) * 1000)
-                return answer
-            except PluginError as error:
-                log.error("%s failed: %s", rpc, error)
-                bottle.response.status = 400 if isinstance(error, RequestError) else 500
-                return {"Err": str(error)}
-            except Exception as error:  # a bug: keep serving, and tell Docker
-                log.exception("%s failed unexpectedly", rpc)
-                bottle.response.status = 500
-                return {"Err": f"internal error in the vxlan driver: {error!r}"}
-            finally:
-                if token is not None:
-                    request_context.reset(token)
+            status, result = answer(rpc, handler, bottle.request.body.read())
+            return bottle.HTTPResponse(json.dumps(result), status,
+                                       {"Content-Type": CONTENT_TYPE})
         app.route("/" + rpc, "POST", serve_rpc)
 
-    for rpc in SCHEMAS:
-        route(rpc)
+    for rpc, handler in _handlers(driver).items():
+        route(rpc, handler)
 
     def no_such_rpc(error):
         bottle.response.content_type = CONTENT_TYPE

@@ -1,0 +1,95 @@
+"""The HTTP layer: each RPC's body is checked before the driver sees it, and
+errors of every kind come back as {"Err": ...}."""
+
+import io
+import json
+
+import pytest
+
+from tests.unit.test_driver import NET, EP1, ETH0, FakeDocker, RecordingIp
+from vxlan import api, recovery
+from vxlan.driver import Driver
+from vxlan.state import StateStore
+
+
+@pytest.fixture
+def app(tmp_path):
+    driver = Driver(RecordingIp([ETH0]), FakeDocker(), StateStore(str(tmp_path)),
+                    vtepdev="eth0")
+    recovery.load(driver)
+    return api.make_app(driver)
+
+
+def post(app, method, raw, http_method="POST"):
+    """Calls the WSGI app as Docker would: no Content-Type, a JSON body."""
+    if not isinstance(raw, bytes):
+        raw = json.dumps(raw).encode()
+    environ = {"REQUEST_METHOD": http_method, "PATH_INFO": "/" + method,
+               "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
+               "SERVER_NAME": "x", "SERVER_PORT": "0", "wsgi.url_scheme": "http",
+               "wsgi.errors": io.StringIO()}
+    status = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append((s, headers))))
+    return int(status[0][0].split()[0]), json.loads(body), dict(status[0][1])
+
+
+def test_activate_and_capabilities(app):
+    assert post(app, "Plugin.Activate", b"")[:2] == (200, {"Implements": ["NetworkDriver"]})
+    code, answer, headers = post(app, "NetworkDriver.GetCapabilities", b"")
+    assert answer == {"Scope": "local", "ConnectivityScope": "local"}
+    assert headers["Content-Type"] == "application/vnd.docker.plugins.v1+json"
+
+
+@pytest.mark.parametrize("method", [m for m in api.SCHEMAS if m != "Plugin.Activate"])
+def test_every_rpc_answers_json_to_garbage(app, method):
+    for raw in (b"{nope", b"[1, 2]", b'"text"', b"\xff\xfe"):
+        code, answer, _ = post(app, method, raw)
+        assert code == 400 and "Err" in answer, (method, raw, answer)
+
+
+@pytest.mark.parametrize("method, body, message", [
+    ("NetworkDriver.CreateNetwork", {}, "NetworkID is missing"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "../etc"}, "NetworkID must be an ID"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": NET, "Options": "x"},
+     "Options must be a JSON object"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": NET, "IPv4Data": {}},
+     "IPv4Data must be a JSON list"),
+    ("NetworkDriver.Join", {"NetworkID": NET}, "EndpointID is missing"),
+    ("NetworkDriver.CreateEndpoint", {"NetworkID": NET, "EndpointID": EP1,
+                                      "Interface": {"MacAddress": 5}},
+     "Interface.MacAddress must be a string"),
+])
+def test_schema_errors_name_the_field(app, method, body, message):
+    code, answer, _ = post(app, method, body)
+    assert code == 400 and message in answer["Err"]
+
+
+def test_driver_errors_become_err(app):
+    code, answer, _ = post(app, "NetworkDriver.CreateNetwork",
+                           {"NetworkID": NET, "Options": {"com.docker.network.generic":
+                                                          {"VxlanId": "x"}}})
+    assert code == 500 and answer == {
+        "Err": "option VxlanId: invalid value 'x'; expected an integer from 0 to 16777215 "
+               "(decimal or 0x hex)"}
+
+
+def test_newer_engines_extra_fields_are_ignored(app):
+    code, answer, _ = post(app, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NET, "Options": {"com.docker.network.enable_ipv4": True,
+                                      "com.docker.network.generic": {"VxlanId": "3"}},
+        "IPv4Data": [{"Pool": "10.0.0.0/24", "Gateway": "10.0.0.1/24"}], "IPv6Data": None,
+        "SomethingNew": {"x": 1}})
+    assert (code, answer) == (200, {})
+
+
+def test_unknown_path_and_method(app):
+    assert post(app, "NetworkDriver.Bogus", {})[0] == 404
+    assert post(app, "Plugin.Activate", b"", http_method="GET")[0] == 405
+
+
+def test_no_op_rpcs(app):
+    for method in ("NetworkDriver.Leave", "NetworkDriver.ProgramExternalConnectivity",
+                   "NetworkDriver.RevokeExternalConnectivity", "NetworkDriver.FreeNetwork"):
+        body = {"NetworkID": NET, "EndpointID": EP1}
+        assert post(app, method, body)[:2] == (200, {})
+    assert post(app, "NetworkDriver.DiscoverNew", {"DiscoveryType": 1})[:2] == (200, {})

@@ -1,0 +1,44 @@
+"""Daemon flags as the Go original wrote them and in the usual long form."""
+
+import pytest
+
+from vxlan.cli import main, serve_parser
+
+
+@pytest.mark.parametrize("argv", [
+    ["-d", "-scope=global", "-vtepdev", "eth0"],
+    ["-d", "-scope", "global", "-vtepdev=eth0"],
+    ["--debug", "--scope", "global", "--vtepdev", "eth0"],
+])
+def test_original_and_long_flags(argv):
+    args = serve_parser().parse_args(argv)
+    assert (args.debug, args.scope, args.vtepdev) == (True, "global", "eth0")
+
+
+def test_defaults():
+    args = serve_parser().parse_args([])
+    assert args.scope == "local" and args.vtepdev is None and not args.debug
+    assert args.socket == "/run/docker/plugins/vxlan.sock"
+    assert args.state_dir == "/var/lib/docker-vxlan-plugin"
+    assert args.command_timeout == 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-scope", "cluster"], "invalid choice: 'cluster'"),
+    (["-vtepdev", "-eth0"], "expected one argument"),
+    (["-vtepdev", "eth 0"], "invalid interface name 'eth 0'"),
+])
+def test_bad_flags_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        serve_parser().parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_options_subcommand_prints_the_table(capsys):
+    assert main(["options"]) == 0
+    assert "| `VxlanId` |" in capsys.readouterr().out
+
+
+def test_explain_refuses_malformed_option(capsys):
+    assert main(["explain", "-o", "VxlanId"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
