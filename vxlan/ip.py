@@ -17,6 +17,7 @@ timeout kills the child instead.
 """
 
 import contextvars
+import datetime
 import json
 import logging
 import re
@@ -96,7 +97,8 @@ class CommandLog:
 
     def _write(self, **record):
         if self._audit:
-            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+            now = datetime.datetime.now(datetime.timezone.utc)
+            record = {"time": now.isoformat(timespec="milliseconds"), **record}
             self._audit.write(json.dumps({k: v for k, v in record.items()
                                           if v not in (None, "")}) + "\n")
 

@@ -72,7 +72,7 @@ def test_user_story(host, cleanup):
 
     routes = in_container(host, "story-a", "ip route")
     assert "default via 10.42.0.254 dev eth0" in routes
-    assert "10.42.0.254" not in json.dumps(host.run_in_ns("ip -j addr").stdout)  # never on the host
+    assert "10.42.0.254" not in host.run_in_ns("ip -j addr").stdout  # never on the host
     vxlan = [link for link in host.links() if link["ifname"] == "vx_" + network_id[:12]][0]
     assert vxlan["linkinfo"]["info_data"]["group"] == "239.1.1.42"
     assert vxlan["linkinfo"]["info_data"]["link"] == "eth0"
@@ -167,3 +167,14 @@ def test_explain_prints_what_join_runs(host):
                               "-o", "VtepDev=eth9"], check=False)
     assert refused.returncode == 1 and "VtepDev=eth9: no such device" in refused.stderr
     assert plugin_links(host) == []
+
+
+def test_dual_stack_gateways(host, cleanup):
+    assert create_network(host, cleanup, "dual", "-o", "VxlanId=49", "--ipv6",
+                          "--subnet", "10.49.0.0/24", "--gateway", "10.49.0.254",
+                          "--subnet", "fd49::/64", "--gateway", "fd49::fe").returncode == 0
+    run_detached(host, cleanup, "dual1", "dual")
+    assert "default via 10.49.0.254" in in_container(host, "dual1", "ip route")
+    assert "default via fd49::fe" in in_container(host, "dual1", "ip -6 route")
+    addresses = host.run_in_ns("ip -j addr").stdout
+    assert "10.49.0.254" not in addresses and "fd49::fe" not in addresses
