@@ -129,6 +129,15 @@ def _srcport(low, values):
     return ["srcport", str(low), str(values["PortHigh"])]
 
 
+def _peers_family(peers, values):
+    # The kernel takes a vxlan's address family from its local, group or remote
+    # address, and the peers are only fdb entries: without an IPv6 address the
+    # vxlan stays IPv4 and refuses IPv6 peers ("Address family not supported").
+    if ipaddress.ip_address(peers[0]).version == 6 and "SrcAddr" not in values:
+        return ["local", "::"]
+    return []
+
+
 def _tos(value, _):
     # ip reads TOS in hex (rtnl_dsfield_a2n), so "16" would mean 0x16: always write hex.
     return ["tos", value if value == "inherit" else f"0x{value:02x}"]
@@ -169,7 +178,7 @@ OPTIONS = (
     Option("Peers", AddressList(),
            "Remote VTEP addresses that get broadcast and unknown traffic by head-end "
            "replication (one `bridge fdb append` each); for fabrics without multicast. "
-           "Not with Group."),
+           "Not with Group.", "vxlan", _peers_family),
     Option("TTL", Integer(0, 255),
            "TTL of outgoing VXLAN packets; 0 leaves it to the kernel.", "vxlan", _pair("ttl")),
     Option("TOS", Tos(), "TOS of outgoing VXLAN packets.", "vxlan", _tos),
@@ -321,8 +330,10 @@ def options_table_markdown():
 
 def _becomes(option):
     """The ip arguments an example value turns into, for the README."""
-    if option.ip_args is None:
-        return {"vxlanName": "the link's name", "Peers": "`bridge fdb append`"}[option.name]
+    special = {"vxlanName": "the link's name",
+               "Peers": "`bridge fdb append`; IPv6 peers without SrcAddr also `local ::`"}
+    if option.name in special:
+        return special[option.name]
     example = option.default if option.default is not None else option.value_type.example
     forms = [option.ip_args(example, {"PortHigh": "HIGH"})]
     if isinstance(option.value_type, Boolean):
