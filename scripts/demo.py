@@ -46,9 +46,10 @@ def gateway(subnet):
     return str(ipaddress.ip_network(subnet)[-2])
 
 
-def peers_of(host):
-    """The Peers option of host: every other host's underlay address."""
-    return ",".join(h.underlay_ip for h in host.lab.hosts if h is not host)
+def peers_of(host, family=4):
+    """The Peers option of host: every other host's underlay address (IPv4 or IPv6)."""
+    return ",".join(h.underlay_ip if family == 4 else h.underlay_ip6
+                    for h in host.lab.hosts if h is not host)
 
 
 def docker(host, *args, echo=False, check=True):
