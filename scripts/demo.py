@@ -80,8 +80,8 @@ def network(hosts, name, subnet, options, *, split=True, echo=False):
 
 def remove_network(host, name, *, echo=False, check=True):
     """Removes every container on network NAME, then the network."""
-    containers = host.docker("ps", "-aq", "--filter", f"network={name}",
-                             check=False).stdout.split()
+    containers = host.docker("ps", "-a", "--filter", f"network={name}", "--format",
+                             "{{.Names}}", check=False).stdout.split()
     if containers:
         docker(host, "rm", "-f", *containers, echo=echo, check=check)
     docker(host, "network", "rm", name, echo=echo, check=check)
