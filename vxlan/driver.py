@@ -17,6 +17,7 @@ keeps the options in state.py because Join does not carry them.
 import hashlib
 import ipaddress
 import logging
+import socket
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -296,10 +297,12 @@ def join_commands(network, endpoint, new_vxlan):
     options = network.options
     vxlan = []
     if new_vxlan:
+        # One Peers list can serve every host: a host does not flood to itself.
+        remote_peers = [peer for peer in options.peers if not is_local_address(peer)]
         vxlan = ([cmd.vxlan_add(network.link, options.ip_args("link"),
                                 options.ip_args("vxlan")),
                   cmd.mark_owned(network.link, network.id, up=True)] +
-                 [cmd.fdb_append_flood(network.link, peer) for peer in options.peers])
+                 [cmd.fdb_append_flood(network.link, peer) for peer in remote_peers])
     return vxlan + [cmd.macvlan_add(endpoint.link, network.link, endpoint.mac)]
 
 
@@ -325,6 +328,18 @@ def explain(raw_options, vtepdev, links, network_id, endpoint_ids):
         ("docker network rm, if a vxlan is still here (DeleteNetwork)",
          [cmd.link_delete(network.link)]),
     ]
+
+
+def is_local_address(address):
+    """Whether ADDRESS belongs to this host (network namespace): only then can a
+    socket bind to it. A syscall, not a process."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+            return True
+        except OSError:
+            return False
 
 
 def _underlay_family(options):

@@ -214,3 +214,13 @@ def test_two_networks_with_one_vni_are_refused(plugin):
     plugin.ok("CreateNetwork", network_request(new_id(), {"VxlanId": "17"}))
     status, answer = plugin.call("CreateNetwork", network_request(new_id(), {"VxlanId": "17"}))
     assert status == 500 and "already used by network" in answer["Err"]
+
+
+def test_peers_skip_this_hosts_own_address(plugin, netns):
+    # the same Peers list on every host: this host is 192.0.2.1
+    network_id, _, _, _ = create_and_join(
+        plugin, {"VxlanId": "18", "Peers": "192.0.2.1,192.0.2.2"})
+    fdb = json.loads(subprocess.run(
+        ["bridge", "-n", netns.name, "-j", "fdb", "show", "dev", "vx_" + network_id[:12]],
+        check=True, capture_output=True, text=True).stdout)
+    assert [e["dst"] for e in fdb if e["mac"] == "00:00:00:00:00:00"] == ["192.0.2.2"]
