@@ -22,7 +22,7 @@ U32_MAX = 2**32 - 1
 # --- value types: parse(text) -> value, or ValueError; `accepted` says what is.
 
 class Integer:
-    _syntax = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)$")
+    _syntax = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)\Z")  # \Z: "$" allows a final "\n"
 
     def __init__(self, low, high):
         self.low, self.high = low, high
@@ -52,7 +52,7 @@ class InterfaceName:
     accepted = ("an interface name: 1 to 15 of the characters A-Z a-z 0-9 _ . - + = @, "
                 "not starting with '-' or '.'")
     example = "eth0"
-    _syntax = re.compile(r"^[A-Za-z0-9_+=@][A-Za-z0-9_.+=@-]{0,14}$")
+    _syntax = re.compile(r"^[A-Za-z0-9_+=@][A-Za-z0-9_.+=@-]{0,14}\Z")
 
     def parse(self, text):
         if not self._syntax.match(text):
@@ -63,7 +63,7 @@ class InterfaceName:
 class MacAddress:
     accepted = "a unicast MAC address such as 02:42:0a:2a:00:05"
     example = "02:42:0a:2a:00:05"
-    _syntax = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+    _syntax = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 
     def parse(self, text):
         if not self._syntax.match(text):
