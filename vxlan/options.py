@@ -84,6 +84,8 @@ class IpAddress:
         self.example = "239.1.1.1" if multicast else "192.0.2.1"
 
     def parse(self, text):
+        if "%" in text:  # ipaddress takes an IPv6 scope ("fe80::1%anything"); ip does not
+            raise ValueError
         address = ipaddress.ip_address(text)  # ValueError on bad syntax
         if address.is_multicast != self.multicast or address.is_unspecified:
             raise ValueError
