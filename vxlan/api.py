@@ -17,7 +17,7 @@ from .ip import request_context
 
 log = logging.getLogger("vxlan.api")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
-_DOCKER_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
+_DOCKER_ID = re.compile(r"^[0-9A-Za-z]{1,128}\Z")  # \Z: "$" allows a final "\n"
 
 
 class DockerId:
