@@ -110,7 +110,7 @@ def parse_body(rpc, raw):
     """The request's JSON body, checked against the RPC's schema."""
     try:
         body = json.loads(raw or b"{}")
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise RequestError(f"{rpc}: the request body is not JSON ({error})") from None
     if body is None:
         body = {}
