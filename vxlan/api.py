@@ -14,6 +14,7 @@ import bottle
 
 from .errors import PluginError, RequestError
 from .ip import request_context
+from .options import MacAddress
 
 log = logging.getLogger("vxlan.api")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
@@ -103,6 +104,13 @@ def _interface(interface):
     for key in ("Address", "AddressIPv6", "MacAddress"):
         if not isinstance(interface.get(key, ""), str):
             raise RequestError(f"Interface.{key} must be a string")
+    mac = interface.get("MacAddress")
+    if mac:  # it becomes the macvlan's address at Join
+        try:
+            MacAddress().parse(mac)
+        except ValueError:
+            raise RequestError(f"Interface.MacAddress must be {MacAddress.accepted}, "
+                               f"not {json.dumps(mac)[:80]}") from None
     return interface
 
 
