@@ -352,9 +352,13 @@ def _underlay_family(options):
 
 def _gateway(ip_data):
     for entry in ip_data or []:
-        gateway = (entry or {}).get("Gateway")
+        if not isinstance(entry, dict):
+            raise PluginError(f"IPv4Data/IPv6Data entry {entry!r:.80} is not a JSON object")
+        gateway = entry.get("Gateway")
         if gateway:
             try:
+                if not isinstance(gateway, str):  # ip_interface would take an integer
+                    raise ValueError
                 return str(ipaddress.ip_interface(gateway).ip)
             except ValueError:
                 raise PluginError(f"gateway {gateway!r} is not an IP address") from None
