@@ -355,7 +355,7 @@ def _gateway(ip_data):
         if not isinstance(entry, dict):
             raise PluginError(f"IPv4Data/IPv6Data entry {entry!r:.80} is not a JSON object")
         gateway = entry.get("Gateway")
-        if gateway:
+        if gateway not in (None, ""):  # false, 0 or [] are wrong types, not "no gateway"
             try:
                 if not isinstance(gateway, str):  # ip_interface would take an integer
                     raise ValueError
