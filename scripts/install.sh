@@ -6,7 +6,7 @@
 #
 #   scripts/install.sh          the plugin: iproute2, python3 + venv
 #   scripts/install.sh --test   also what the tests need: docker.io, busybox-static,
-#                               iptables, iperf3, iputils-ping (ping -M do), and
+#                               iptables, iperf3, iputils-ping (ping -M do), debootstrap, and
 #                               requirements-test.txt in the venv
 #                               (same as INSTALL_TEST=1)
 #
@@ -41,7 +41,7 @@ quiet() {
 
 # --- Debian packages ----------------------------------------------------------
 packages=(iproute2 python3 python3-venv python3-pip)
-[ "$with_test" = 1 ] && packages+=(docker.io busybox-static iptables iperf3 iputils-ping)
+[ "$with_test" = 1 ] && packages+=(docker.io busybox-static iptables iperf3 iputils-ping debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do

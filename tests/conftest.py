@@ -7,7 +7,9 @@ stops a lab from coming up is an error.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,15 @@ def lab1():
 def lab2():
     """A lab of two Docker hosts on one underlay: h1, h2 = lab2.hosts."""
     yield from _lab(2)
+
+
+@pytest.fixture(scope="session")
+def build_cache():
+    """A directory that test modules share for one run, for what is slow to
+    build (the plugin image's base rootfs: debootstrap takes a minute); removed
+    at the end of the run."""
+    path = tempfile.mkdtemp(prefix="dvl-build-")
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
