@@ -11,6 +11,7 @@ import stat
 
 import gevent
 from gevent import socket
+from gevent.event import Event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 log = logging.getLogger("vxlan.server")
@@ -22,6 +23,27 @@ class UnixSocketHandler(WSGIHandler):
         # pywsgi expects a (host, port) peer; a unix socket peer has none
         self.client_address = ("unix", 0)
         return super().get_environ()
+
+
+class RequestsInFlight:
+    """The WSGI app, counting the requests being answered: a stop waits for
+    those, not for idle keep-alive connections (Docker keeps one open)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.count = 0
+        self.none = Event()
+        self.none.set()
+
+    def __call__(self, environ, start_response):
+        self.count += 1
+        self.none.clear()
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self.none.set()
 
 
 def bind_unix_socket(path):
@@ -55,19 +77,26 @@ def bind_unix_socket(path):
 
 def serve(app, socket_path):
     listener = bind_unix_socket(socket_path)
-    server = WSGIServer(listener, app, handler_class=UnixSocketHandler,
+    in_flight = RequestsInFlight(app)
+    server = WSGIServer(listener, in_flight, handler_class=UnixSocketHandler,
                         log=None, error_log=logging.getLogger("vxlan.http"))
 
     def stop(signum):
         log.info("got %s: finishing requests in flight (up to %g s)",
                  signal.Signals(signum).name, STOP_GRACE)
-        gevent.spawn(server.stop, timeout=STOP_GRACE)
+        # No new connections, and serve_forever returns. (gevent's stop(timeout)
+        # would not wait: it waits only for a pool, and a pool holds idle
+        # keep-alive connections too.)
+        server.close()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
     log.info("serving the vxlan network driver on %s", socket_path)
     try:
         server.serve_forever()
+        if not in_flight.none.wait(STOP_GRACE):
+            log.warning("%d requests still running after %g s: stopping anyway",
+                        in_flight.count, STOP_GRACE)
     finally:
         try:
             os.unlink(socket_path)
