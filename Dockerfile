@@ -10,7 +10,7 @@
 #     -v /run/docker/plugins:/run/docker/plugins \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     -v /var/lib/docker-vxlan-plugin:/var/lib/docker-vxlan-plugin \
-#     --privileged --net=host docker-vxlan-plugin -vtepdev eth0
+#     --cap-add NET_ADMIN --net=host docker-vxlan-plugin -vtepdev eth0
 ARG BASE=docker-vxlan-plugin-base:bookworm
 
 FROM ${BASE} AS build

@@ -86,6 +86,7 @@ fi
 # What the base image runs: Python X.Y, glibc 2.N, the machine.
 read -r py_version glibc_minor machine < <(docker run --rm --network none "$BASE" python3 -c \
   'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1].split(".")[1], platform.machine())')
+[ -n "${machine:-}" ] || die "could not ask python3 in $BASE what it runs on"
 abi=cp${py_version/./}
 platforms=()
 for ((n = glibc_minor; n >= 17; n--)); do platforms+=(--platform "manylinux_2_${n}_$machine"); done

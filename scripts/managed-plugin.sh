@@ -43,7 +43,6 @@ mkdir -p "$dir/rootfs/run/docker/plugins" "$dir/rootfs/var/lib/docker-vxlan-plug
 cat >"$dir/config.json" <<'EOF'
 {
   "description": "VXLAN network driver: a vxlan per network, a macvlan per container",
-  "documentation": "https://github.com/TrilliumIT/docker-vxlan-plugin",
   "entrypoint": ["/bin/sh", "-c",
     "exec /opt/docker-vxlan-plugin/bin/python -m vxlan --socket /run/docker/plugins/vxlan.sock -scope \"$SCOPE\" ${VTEPDEV:+-vtepdev \"$VTEPDEV\"} \"$@\"",
     "docker-vxlan-plugin"],
