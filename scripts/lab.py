@@ -248,6 +248,8 @@ class Host:
         self.plugin_pid = None
         self.plugin_start = None
         self._dockerd_popen = None
+        self._dockerd_argv = None                    # to start it again the same way
+        self._holder = None                          # (pid, start) holding the host's namespaces
         self._plugin_popen = None
         self.server_version = None                   # dockerd's, once it answered
 
@@ -285,11 +287,17 @@ class Host:
         return run([_docker_cli(), "-H", self.docker_host, *map(str, args)],
                    check=check, timeout=timeout, input=input, env=env)
 
+    def _ns_pid(self) -> int:
+        """A process in this host's namespaces: dockerd, or while dockerd
+        restarts, the process that holds them (see restart_dockerd)."""
+        for pid, start in ((self.dockerd_pid, self.dockerd_start), self._holder or (None, None)):
+            if _alive(pid, start):
+                return pid
+        raise LabError(f"{self.name}: dockerd is not running")
+
     def nsenter_prefix(self) -> list:
         """The command prefix that enters this host (mount, net and UTS ns)."""
-        if not _alive(self.dockerd_pid, self.dockerd_start):
-            raise LabError(f"{self.name}: dockerd is not running")
-        return ["nsenter", "-t", str(self.dockerd_pid), "-m", "-n", "-u", "--"]
+        return ["nsenter", "-t", str(self._ns_pid()), "-m", "-n", "-u", "--"]
 
     def run_in_ns(self, cmd, *, check=True, timeout=30.0, input=None) -> subprocess.CompletedProcess:
         """Runs cmd (a list, or a string for sh -c) inside this host."""
@@ -322,6 +330,7 @@ class Host:
             "--bridge=none", "--iptables=false", "--ip-masq=false",
             "--shutdown-timeout=2", *extra_args,
         ]
+        self._dockerd_argv = dockerd
         # Inside a private mount namespace: drop the copies of /run/netns
         # (else they would keep other labs' namespaces alive), make /run/docker,
         # /etc/docker and /run/containerd private to this host, become dockerd.
@@ -352,14 +361,52 @@ class Host:
         self.dockerd_pid = self._dockerd_popen.pid
         self.dockerd_start = _starttime(self.dockerd_pid)
 
+    def restart_dockerd(self, while_stopped=None, while_starting=None,
+                        stop_timeout=30.0, timeout=DOCKERD_START_TIMEOUT) -> None:
+        """Stops dockerd by PID with SIGTERM (it stops its containers, as at a
+        host's shutdown; SIGKILL after stop_timeout), calls while_stopped(),
+        starts dockerd again with the same arguments in the same namespaces,
+        calls while_starting() (dockerd may not answer yet), and waits until
+        it answers.  Meanwhile a `sleep` holds the host's namespaces (and so
+        /run/docker/plugins) and stands in for dockerd in nsenter_prefix(),
+        so that start_plugin() works while dockerd is down."""
+        holder = subprocess.Popen(self.nsenter_prefix() + ["sleep", "infinity"],
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self._holder = (holder.pid, _starttime(holder.pid))
+            stop_processes([(self.dockerd_pid, self.dockerd_start)], stop_timeout)
+            if self._dockerd_popen is not None:
+                self._dockerd_popen.wait(5)
+            if while_stopped:
+                while_stopped()
+            with open(self.dockerd_log, "ab") as log:
+                self._dockerd_popen = subprocess.Popen(
+                    self.nsenter_prefix() + self._dockerd_argv,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, cwd="/")
+            self.dockerd_pid = self._dockerd_popen.pid       # nsenter execs in place
+            self.dockerd_start = _starttime(self.dockerd_pid)
+            self.lab._save()
+            if while_starting:
+                while_starting()
+            self._wait_dockerd(time.monotonic() + timeout)
+        finally:
+            self._holder = None
+            holder.kill()
+            holder.wait()
+
     def _wait_dockerd(self, deadline: float) -> None:
         while True:
             if self._dockerd_popen is not None and self._dockerd_popen.poll() is not None:
                 raise LabError(f"{self.name}: dockerd exited with {self._dockerd_popen.returncode}"
                                f"\n--- {self.dockerd_log} ---\n{_tail(self.dockerd_log)}")
             if os.path.exists(self.sock):
-                res = self.docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=10)
-                if res.returncode == 0 and res.stdout.strip():
+                try:
+                    res = self.docker("info", "--format", "{{.ServerVersion}}", check=False,
+                                      timeout=10)
+                except LabError:  # a restarting dockerd holds requests while it restores
+                    res = None
+                if res is not None and res.returncode == 0 and res.stdout.strip():
                     self.server_version = res.stdout.strip()
                     break
             if time.monotonic() > deadline:
@@ -390,7 +437,7 @@ class Host:
             *map(str, args)]
         full_env = dict(os.environ, DOCKER_HOST=self.docker_host, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
-        outside = f"/proc/{self.dockerd_pid}/root{sock}"
+        outside = f"/proc/{self._ns_pid()}/root{sock}"
         before = _sock_id(outside)
         with open(self.plugin_log_path, "ab") as log:
             log.write(f"=== {time.strftime('%H:%M:%S')} start: {' '.join(cmd)}\n".encode())
