@@ -1,0 +1,834 @@
+#!/usr/bin/env python3
+"""Benchmarks of the vxlan plugin, side by side with Docker's built-in macvlan
+driver on a hand-made vxlan parent (the reference), in a lab of two Docker
+hosts (scripts/lab.py).  Run it through scripts/bench.sh, which installs what
+it needs first.
+
+    scripts/bench.sh [--out FILE] [--only start,parallel,dataplane,rpc,scale]
+                     [--runs N] [--profile DIR]
+
+What it measures (and the bar each figure is held to):
+  start      `docker run --rm busybox-local true`, plugin vs reference,
+             interleaved: median ratio <= 1.10 (on an empty network, where the
+             plugin makes and deletes the vxlan each time, and on a network
+             that keeps a container running)
+  parallel   50 `docker run -d` at once on one network, 3 rounds interleaved:
+             all succeed, ratio of the median wall times <= 1.15
+  dataplane  between containers on the two hosts, 5 rounds interleaved: iperf3
+             for 5 s (median throughput ratio >= 0.97) and 50 pings (median RTT
+             ratio <= 1.05)
+  rpc        the plugin's RPCs straight on its socket, no Docker in the loop:
+             p50/p99, the time spent in `ip` (from the audit log), and the same
+             `ip -batch` run directly; bar: Join p50 <= 10 ms.  With --profile
+             DIR, py-spy also samples the plugin through extra RPC cycles
+  scale      100 networks x 10 endpoints over RPC: Join p50 at 1000 endpoints
+             <= 1.5x the p50 at 10, plugin VmRSS <= 60 MiB; all links removed
+
+The plugin's network and the reference use the same vxlan options, but not the
+same VNI: one host cannot hold two vxlans with one VNI and port.  Everything
+runs inside the lab's namespaces, and the lab (namespaces, dockerd, containers,
+links, plugin) is torn down at the end, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import ctypes
+import json
+import os
+import platform
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lab as lablib
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests import rpc  # noqa: E402  (the socket client the kernel tests use)
+
+SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale")
+IMAGE = lablib.IMAGE
+PLUGIN = "vxlan"
+REFERENCE = "macvlan"
+PLUGIN_NET = "bench-vxlan"
+REFERENCE_NET = "bench-macvlan"
+REFERENCE_PARENT = "vxref"
+# Same options for both drivers but the VNI (and so the group and subnet).
+PLUGIN_VNI, PLUGIN_GROUP, PLUGIN_SUBNET = 4101, "239.1.1.101", "10.101.0"
+REFERENCE_VNI, REFERENCE_GROUP, REFERENCE_SUBNET = 4102, "239.1.1.102", "10.102.0"
+# RPC-level networks share one group: a host joins at most 20 multicast groups
+# (net.ipv4.igmp_max_memberships), and each distinct Group of a vxlan is one.
+RPC_GROUP = "239.1.1.200"
+CLONE_NEWNET = 0x40000000
+
+BARS = {
+    "start_ratio": ("<=", 1.10),
+    "parallel_ratio": ("<=", 1.15),
+    "join_p50_ms": ("<=", 10.0),
+    "scale_join_ratio": ("<=", 1.5),
+    "scale_rss_mib": ("<=", 60.0),
+    "throughput_ratio": (">=", 0.97),
+    "rtt_ratio": ("<=", 1.05),
+}
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run as intended (the message says why)."""
+
+
+# --- statistics -------------------------------------------------------------------
+
+def percentile(samples, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(samples)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def describe(samples, digits=2):
+    if not samples:
+        return {"n": 0}
+    return {"n": len(samples), "p50": round(statistics.median(samples), digits),
+            "p99": round(percentile(samples, 99), digits),
+            "min": round(min(samples), digits), "max": round(max(samples), digits)}
+
+
+def meets(bar, value):
+    op, limit = BARS[bar]
+    return value <= limit if op == "<=" else value >= limit
+
+
+def ratio(a, b):
+    return round(a / b, 3) if b else None
+
+
+# --- helpers on a lab host -----------------------------------------------------------
+
+def timed(fn, *args, **kwargs):
+    """(seconds, result) of one call."""
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def plugin_socket(host):
+    """The plugin's socket as seen from the root mount namespace."""
+    return f"/proc/{host.dockerd_pid}/root/run/docker/plugins/{PLUGIN}.sock"
+
+
+def vm_status(pid):
+    """VmRSS and VmHWM of a process, in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
+def cpu_ms(pid):
+    """CPU milliseconds a process used itself ("plugin") and in the children it
+    waited for ("children": the ip processes), from /proc/PID/stat."""
+    data = Path(f"/proc/{pid}/stat").read_text()
+    fields = data[data.rindex(")") + 2:].split()
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return {"plugin": (int(fields[11]) + int(fields[12])) * tick_ms,
+            "children": (int(fields[13]) + int(fields[14])) * tick_ms}
+
+
+def container_pid(host, name):
+    return int(host.docker("inspect", "-f", "{{.State.Pid}}", name).stdout)
+
+
+def container_ip(host, name):
+    return host.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
+                       "{{end}}", name).stdout.strip()
+
+
+def remove_containers(host, network):
+    """Removes every container on network; returns the seconds it took."""
+    ids = host.docker("ps", "-aq", "--filter", f"network={network}").stdout.split()
+    if not ids:
+        return 0.0
+    seconds, _ = timed(host.docker, "rm", "-f", *ids, timeout=300)
+    return seconds
+
+
+class Children:
+    """Processes the benchmark starts itself (iperf3 servers, py-spy): each is
+    stopped by its PID when the benchmark ends, however it ends."""
+
+    def __init__(self):
+        self.popens = []
+
+    def start(self, argv, **kwargs):
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
+        self.popens.append(popen)
+        return popen
+
+    def stop(self, popen, sig=signal.SIGTERM, timeout=5.0):
+        if popen.poll() is None:
+            popen.send_signal(sig)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+        if popen in self.popens:
+            self.popens.remove(popen)
+
+    def stop_all(self):
+        for popen in list(self.popens):
+            self.stop(popen)
+
+
+def in_netns(netns_path):
+    """A preexec_fn that moves the child into a network namespace, so that a
+    directly timed `ip` costs what the plugin's own `ip` costs (no `ip -n`,
+    which also remounts /sys, and no nsenter in between)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def enter():
+        fd = os.open(netns_path, os.O_RDONLY)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            os._exit(126)
+        os.close(fd)
+    return enter
+
+
+# --- the plugin's socket ---------------------------------------------------------------
+
+class PluginClient:
+    """Remote-driver RPCs on one host's plugin, each timed in milliseconds."""
+
+    def __init__(self, host):
+        self.host = host
+        self.socket = plugin_socket(host)
+
+    def call(self, method, body):
+        started = time.perf_counter()
+        status, answer = rpc.call(self.socket, "NetworkDriver." + method, body, timeout=60)
+        elapsed = (time.perf_counter() - started) * 1000
+        if status != 200 or "Err" in (answer or {}):
+            raise BenchError(f"{method} failed ({status}): {answer}")
+        return elapsed, answer
+
+    def create_network(self, network_id, vni, subnet, group=RPC_GROUP):
+        return self.call("CreateNetwork", {
+            "NetworkID": network_id,
+            "Options": {"com.docker.network.enable_ipv6": False,
+                        "com.docker.network.generic": {"VxlanId": str(vni), "Group": group}},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": f"{subnet}.0/24",
+                          "Gateway": f"{subnet}.254/24"}],
+            "IPv6Data": []})[0]
+
+    def create_endpoint(self, network_id, endpoint_id, address):
+        return self.call("CreateEndpoint", {
+            "NetworkID": network_id, "EndpointID": endpoint_id,
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
+            "Options": {}})[0]
+
+    def join(self, network_id, endpoint_id):
+        return self.call("Join", {
+            "NetworkID": network_id, "EndpointID": endpoint_id,
+            "SandboxKey": f"/var/run/docker/netns/{endpoint_id[:12]}", "Options": {}})[0]
+
+    def leave(self, network_id, endpoint_id):
+        return self.call("Leave", {"NetworkID": network_id, "EndpointID": endpoint_id})[0]
+
+    def delete_endpoint(self, network_id, endpoint_id):
+        return self.call("DeleteEndpoint", {"NetworkID": network_id,
+                                            "EndpointID": endpoint_id})[0]
+
+    def delete_network(self, network_id):
+        return self.call("DeleteNetwork", {"NetworkID": network_id})[0]
+
+    def vxlan_of(self, network_id, endpoint_id):
+        return self.call("EndpointOperInfo", {"NetworkID": network_id,
+                                              "EndpointID": endpoint_id})[1]["Value"]["vxlan"]
+
+
+def ip_time_by_request(audit_records):
+    """(rpc, endpoint or network ID) -> milliseconds the plugin waited for ip/bridge
+    processes.  Each line of a batch carries the whole batch's duration, so a
+    batch counts once (at its first line)."""
+    spent = collections.defaultdict(float)
+    for record in audit_records:
+        if record.get("event") != "result" or record.get("status") == "not run":
+            continue
+        if record.get("batch", {}).get("index", 1) != 1:
+            continue
+        key = (record.get("rpc"), record.get("endpoint") or record.get("network"))
+        spent[key] += record.get("duration_ms", 0.0)
+    return spent
+
+
+def new_id():
+    return secrets.token_hex(32)
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, lab, args, children):
+        self.lab = lab
+        self.args = args
+        self.children = children
+        self.h1, self.h2 = lab.hosts
+        self.results = {}
+
+    # -- set-up --------------------------------------------------------------------
+
+    def set_up_networks(self):
+        """On each host: the plugin's network and the reference (Docker's macvlan on
+        a hand-made vxlan with the same options), each host with its own ip-range."""
+        for i, host in enumerate(self.lab.hosts):
+            host.run_in_ns(f"ip link add {REFERENCE_PARENT} type vxlan id {REFERENCE_VNI} "
+                           f"dev eth0 group {REFERENCE_GROUP} dstport 4789 && "
+                           f"ip link set {REFERENCE_PARENT} up")
+            host.docker("network", "create", "-d", REFERENCE, "-o",
+                        f"parent={REFERENCE_PARENT}", "--subnet", f"{REFERENCE_SUBNET}.0/24",
+                        "--ip-range", f"{REFERENCE_SUBNET}.{128 * i}/25",
+                        "--gateway", f"{REFERENCE_SUBNET}.254", REFERENCE_NET)
+            host.docker("network", "create", "-d", PLUGIN, "-o", f"VxlanId={PLUGIN_VNI}",
+                        "-o", f"Group={PLUGIN_GROUP}", "--subnet", f"{PLUGIN_SUBNET}.0/24",
+                        "--ip-range", f"{PLUGIN_SUBNET}.{128 * i}/25",
+                        "--gateway", f"{PLUGIN_SUBNET}.254", PLUGIN_NET)
+
+    # -- 1. container start ------------------------------------------------------------
+
+    def bench_start(self):
+        host, runs = self.h1, self.args.runs
+
+        def start(network):
+            seconds, done = timed(host.docker, "run", "--rm", "--net", network, IMAGE, "true",
+                                  check=False)
+            if done.returncode != 0:
+                raise BenchError(f"docker run on {network} failed: {done.stderr.strip()}")
+            return seconds
+
+        figures = {}
+        for variant in ("empty", "busy"):
+            residents = []
+            if variant == "busy":  # a running container keeps the plugin's vxlan up
+                for network in (PLUGIN_NET, REFERENCE_NET):
+                    name = f"bench-resident-{network}"
+                    host.docker("run", "-d", "--name", name, "--net", network, IMAGE,
+                                "sleep", "3600")
+                    residents.append(name)
+            for network in (PLUGIN_NET, REFERENCE_NET):  # warm-up, not counted
+                start(network)
+            samples = {PLUGIN: [], REFERENCE: []}
+            for i in range(runs):
+                order = ((PLUGIN, PLUGIN_NET), (REFERENCE, REFERENCE_NET))
+                for driver, network in order if i % 2 == 0 else reversed(order):
+                    samples[driver].append(start(network))
+            if residents:
+                host.docker("rm", "-f", *residents)
+            plugin_p50 = statistics.median(samples[PLUGIN])
+            reference_p50 = statistics.median(samples[REFERENCE])
+            pair_ratios = [a / b for a, b in zip(samples[PLUGIN], samples[REFERENCE])]
+            figures[variant] = {
+                "plugin_s": describe(samples[PLUGIN], 3),
+                "reference_s": describe(samples[REFERENCE], 3),
+                "ratio_of_medians": ratio(plugin_p50, reference_p50),
+                "median_of_pair_ratios": round(statistics.median(pair_ratios), 3),
+                "samples": {k: [round(s, 4) for s in v] for k, v in samples.items()},
+            }
+            figures[variant]["met"] = meets("start_ratio", figures[variant]["ratio_of_medians"])
+        self.results["start"] = figures
+
+    # -- 2. parallel start ------------------------------------------------------------------
+
+    def bench_parallel(self):
+        host, count, rounds = self.h1, self.args.parallel, 3
+
+        def start_many(network):
+            def one(_):
+                return host.docker("run", "-d", "--net", network, IMAGE, "sleep", "3600",
+                                   check=False, timeout=600)
+            with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                seconds, done = timed(lambda: list(pool.map(one, range(count))))
+            failures = [d.stderr.strip() for d in done if d.returncode != 0]
+            return seconds, failures
+
+        runs = {PLUGIN: [], REFERENCE: []}
+        order = ((PLUGIN, PLUGIN_NET), (REFERENCE, REFERENCE_NET))
+        for i in range(rounds):
+            for driver, network in order if i % 2 == 0 else reversed(order):
+                seconds, failures = start_many(network)
+                removal = remove_containers(host, network)
+                runs[driver].append({"wall_s": round(seconds, 2), "ok": count - len(failures),
+                                     "errors": failures[:3], "remove_all_s": round(removal, 2)})
+        walls = {d: statistics.median(r["wall_s"] for r in rs) for d, rs in runs.items()}
+        all_ok = all(r["ok"] == count for rs in runs.values() for r in rs)
+        value = ratio(walls[PLUGIN], walls[REFERENCE])
+        self.results["parallel"] = {
+            "containers": count, "rounds": runs, "plugin_wall_s": round(walls[PLUGIN], 2),
+            "reference_wall_s": round(walls[REFERENCE], 2), "ratio": value,
+            "all_succeeded": all_ok, "met": all_ok and meets("parallel_ratio", value)}
+
+    # -- 5. data plane --------------------------------------------------------------------------
+
+    def bench_dataplane(self):
+        reps, seconds, pings = 5, 5, 50
+        pairs = {}
+        for driver, network in ((PLUGIN, PLUGIN_NET), (REFERENCE, REFERENCE_NET)):
+            names = [f"bench-dp-{driver}-{h.name}" for h in self.lab.hosts]
+            for host, name in zip(self.lab.hosts, names):
+                host.docker("run", "-d", "--name", name, "--net", network, IMAGE,
+                            "sleep", "3600")
+            client_pid = container_pid(self.h1, names[0])
+            mtu = int(subprocess.run(["nsenter", "-t", str(client_pid), "-n", "cat",
+                                      "/sys/class/net/eth0/mtu"], capture_output=True,
+                                     text=True, check=True).stdout)
+            pairs[driver] = {"client_pid": client_pid,
+                             "server_pid": container_pid(self.h2, names[1]),
+                             "server_ip": container_ip(self.h2, names[1]), "mtu": mtu}
+        try:
+            samples = {d: {"gbit_s": [], "rtt_ms": []} for d in pairs}
+            for i in range(reps):
+                drivers = (PLUGIN, REFERENCE) if i % 2 == 0 else (REFERENCE, PLUGIN)
+                for driver in drivers:
+                    samples[driver]["gbit_s"].append(self._iperf(pairs[driver], seconds))
+                for driver in drivers:
+                    samples[driver]["rtt_ms"] += self._ping(pairs[driver], pings)
+        finally:
+            for driver, network in ((PLUGIN, PLUGIN_NET), (REFERENCE, REFERENCE_NET)):
+                for host in self.lab.hosts:
+                    remove_containers(host, network)
+        throughput = {d: statistics.median(s["gbit_s"]) for d, s in samples.items()}
+        rtt = {d: statistics.median(s["rtt_ms"]) for d, s in samples.items()}
+        figures = {
+            "iperf3_seconds": seconds, "repetitions": reps, "pings_per_repetition": pings,
+            "mtu": {d: p["mtu"] for d, p in pairs.items()},
+            "plugin_gbit_s": round(throughput[PLUGIN], 2),
+            "reference_gbit_s": round(throughput[REFERENCE], 2),
+            "throughput_ratio": ratio(throughput[PLUGIN], throughput[REFERENCE]),
+            "plugin_rtt_ms": describe(samples[PLUGIN]["rtt_ms"], 3),
+            "reference_rtt_ms": describe(samples[REFERENCE]["rtt_ms"], 3),
+            "rtt_ratio": ratio(rtt[PLUGIN], rtt[REFERENCE]),
+            "samples": samples,
+        }
+        figures["met"] = (meets("throughput_ratio", figures["throughput_ratio"])
+                          and meets("rtt_ratio", figures["rtt_ratio"]))
+        self.results["dataplane"] = figures
+
+    def _iperf(self, pair, seconds):
+        """Gbit/s of one iperf3 run from the client container to the server container;
+        both iperf3 run on the host, inside the containers' network namespaces."""
+        server = self.children.start(
+            ["nsenter", "-t", str(pair["server_pid"]), "-n", "iperf3", "-s", "-1",
+             "-p", "5201"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while ":5201 " not in subprocess.run(
+                    ["nsenter", "-t", str(pair["server_pid"]), "-n", "ss", "-ltnH"],
+                    capture_output=True, text=True).stdout:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("the iperf3 server did not start")
+                time.sleep(0.05)
+            done = subprocess.run(
+                ["nsenter", "-t", str(pair["client_pid"]), "-n", "iperf3", "-c",
+                 pair["server_ip"], "-p", "5201", "-t", str(seconds), "-J"],
+                capture_output=True, text=True, timeout=seconds + 30)
+            report = json.loads(done.stdout or "{}")
+            if done.returncode != 0 or "end" not in report:
+                raise BenchError(f"iperf3 failed: {report.get('error') or done.stderr}")
+            return round(report["end"]["sum_received"]["bits_per_second"] / 1e9, 3)
+        finally:
+            self.children.stop(server)
+
+    def _ping(self, pair, count):
+        done = subprocess.run(
+            ["nsenter", "-t", str(pair["client_pid"]), "-n", "busybox", "ping", "-c",
+             str(count), "-i", "0.1", "-W", "2", pair["server_ip"]],
+            capture_output=True, text=True, timeout=count * 0.1 + 30)
+        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", done.stdout)]
+        if len(times) < count * 0.9:
+            raise BenchError(f"ping lost packets: {done.stdout[-300:]}")
+        return times
+
+    # -- 3. RPC latency -------------------------------------------------------------------------
+
+    def bench_rpc(self):
+        client, host = PluginClient(self.h1), self.h1
+        first_cycles, steady_cycles = 30, 100
+        timings = collections.defaultdict(list)   # rpc -> [(ms, key)]
+
+        # First Join of a network (makes the vxlan), and the last DeleteEndpoint
+        # (deletes it): one network after the other, each with one endpoint.
+        for i in range(first_cycles):
+            network, endpoint = new_id(), new_id()
+            timings["CreateNetwork"].append((client.create_network(network, 4200 + i,
+                                                                    "10.200.0"), None))
+            client.create_endpoint(network, endpoint, f"10.200.0.{i + 1}/24")
+            timings["Join (first: makes the vxlan)"].append(
+                (client.join(network, endpoint), ("Join", endpoint)))
+            client.leave(network, endpoint)
+            timings["DeleteEndpoint (last: deletes the vxlan)"].append(
+                (client.delete_endpoint(network, endpoint), ("DeleteEndpoint", endpoint)))
+            client.delete_network(network)
+
+        # Further containers on a network that keeps one endpoint (its vxlan stays).
+        network, resident = new_id(), new_id()
+        client.create_network(network, 4300, "10.201.0")
+        client.create_endpoint(network, resident, "10.201.0.250/24")
+        client.join(network, resident)
+        vxlan = client.vxlan_of(network, resident)
+        cpu_before = cpu_ms(host.plugin_pid)
+        for i in range(steady_cycles):
+            endpoint = new_id()
+            timings["CreateEndpoint"].append(
+                (client.create_endpoint(network, endpoint, f"10.201.0.{i + 1}/24"), None))
+            timings["Join"].append((client.join(network, endpoint), ("Join", endpoint)))
+            timings["Leave"].append((client.leave(network, endpoint), None))
+            timings["DeleteEndpoint"].append(
+                (client.delete_endpoint(network, endpoint), ("DeleteEndpoint", endpoint)))
+
+        cpu_after = cpu_ms(host.plugin_pid)
+        direct = self._direct_ip(host, vxlan, 30)
+        profile = self._profile_rpc(client, network) if self.args.profile else None
+        client.delete_endpoint(network, resident)
+        client.delete_network(network)
+
+        spent = ip_time_by_request(host.audit_records())
+        rows = {}
+        for name, samples in timings.items():
+            ms = [m for m, _ in samples]
+            row = {"ms": describe(ms)}
+            keys = [k for _, k in samples if k]
+            if keys:
+                ip_ms = [spent.get(k, 0.0) for k in keys]
+                row["ip_ms"] = describe(ip_ms)
+                row["ip_share_of_p50"] = round(statistics.median(ip_ms) / statistics.median(ms), 2)
+            rows[name] = row
+        rows["Join"]["direct_ip_ms"] = direct["join"]
+        rows["Join (first: makes the vxlan)"]["direct_ip_ms"] = direct["first_join"]
+        rows["DeleteEndpoint"]["direct_ip_ms"] = direct["delete"]
+        rows["DeleteEndpoint (last: deletes the vxlan)"]["direct_ip_ms"] = direct["delete_last"]
+        join_p50 = rows["Join"]["ms"]["p50"]
+        cycle_cpu = {k: round((cpu_after[k] - cpu_before[k]) / steady_cycles, 2)
+                     for k in cpu_before}
+        self.results["rpc"] = {"rpcs": rows, "join_p50_ms": join_p50,
+                               "plugin_cpu_ms_per_cycle": cycle_cpu,
+                               "met": meets("join_p50_ms", join_p50), "profile": profile}
+
+    def _direct_ip(self, host, vxlan, reps):
+        """The commands of Join and DeleteEndpoint as one `ip -batch FILE` each, run
+        straight from here in the host's network namespace: what ip itself costs."""
+        mac = "02:42:0a:c9:00:fe"
+        steps = {
+            "join": [f"link add bdm0 link {vxlan} address {mac} type macvlan mode bridge"],
+            "delete": ["link delete dev bdm0"],
+            "first_join": [f"link add bdvx type vxlan id 4299 dev eth0 group {RPC_GROUP} "
+                           "dstport 4789", "link set dev bdvx alias bench up",
+                           f"link add bdm0 link bdvx address {mac} type macvlan mode bridge"],
+            "delete_last": ["link delete dev bdm0", "link delete dev bdvx"],
+        }
+        enter = in_netns(f"/run/netns/{host.netns}")
+        files = {}
+        for name, lines in steps.items():
+            files[name] = os.path.join(self.lab.dir, f"bench-{name}.batch")
+            Path(files[name]).write_text("\n".join(lines) + "\n")
+        samples = collections.defaultdict(list)
+        for _ in range(reps):
+            for name in ("join", "delete", "first_join", "delete_last"):
+                seconds, done = timed(subprocess.run, ["ip", "-batch", files[name]],
+                                      preexec_fn=enter, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise BenchError(f"direct ip {name} failed: {done.stderr.strip()}")
+                samples[name].append(seconds * 1000)
+        return {name: describe(ms) for name, ms in samples.items()}
+
+    def _profile_rpc(self, client, network, cycles=100):
+        """py-spy samples the plugin through extra Join/DeleteEndpoint cycles (not
+        counted above: sampling slows the plugin).  Writes the raw stacks to
+        DIR/rpc-profile.txt and returns where the time went."""
+        out_dir = Path(self.args.profile)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        raw = out_dir / "rpc-profile.txt"
+        spy = self.children.start(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+             str(self.h1.plugin_pid), "--rate", "500", "--format", "raw", "-o", str(raw),
+             "-d", "600", "--nonblocking"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+        for i in range(cycles):
+            endpoint = new_id()
+            client.create_endpoint(network, endpoint, f"10.201.1.{i + 1}/24")
+            client.join(network, endpoint)
+            client.leave(network, endpoint)
+            client.delete_endpoint(network, endpoint)
+        self.children.stop(spy, signal.SIGINT, timeout=20)  # py-spy writes on SIGINT
+        return summarize_profile(raw)
+
+    # -- 4. scale -------------------------------------------------------------------------------
+
+    def bench_scale(self):
+        client, host = PluginClient(self.h1), self.h1
+        networks_count, per_network, probes = 100, 10, 30
+        networks, joins, creates = [], [], []
+        memory = {"start": vm_status(host.plugin_pid)}
+
+        def probe(network, third_octet):
+            """Join p50 of extra endpoints that come and go on a live network."""
+            ms = []
+            for i in range(probes):
+                endpoint = new_id()
+                client.create_endpoint(network, endpoint, f"10.{third_octet}.200.{i + 1}/24")
+                ms.append(client.join(network, endpoint))
+                client.leave(network, endpoint)
+                client.delete_endpoint(network, endpoint)
+            return ms
+
+        try:
+            probe_ms = {}
+            for n in range(networks_count):
+                network = new_id()
+                creates.append(client.create_network(network, 5000 + n, f"10.{100 + n}.0"))
+                networks.append((network, []))
+                for e in range(per_network):
+                    endpoint = new_id()
+                    client.create_endpoint(network, endpoint, f"10.{100 + n}.0.{e + 1}/24")
+                    joins.append(client.join(network, endpoint))
+                    networks[-1][1].append(endpoint)
+                if n == 0:
+                    probe_ms["at_10_endpoints"] = probe(network, 100)
+            memory["at_1000_endpoints"] = vm_status(host.plugin_pid)
+            probe_ms["at_1000_endpoints"] = probe(networks[-1][0], 100 + networks_count - 1)
+            links = count_links(host)
+        finally:
+            cleanup_s, left = self._scale_cleanup(client, host, networks)
+        memory["after_cleanup"] = vm_status(host.plugin_pid)
+        at_10 = statistics.median(probe_ms["at_10_endpoints"])
+        at_1000 = statistics.median(probe_ms["at_1000_endpoints"])
+        peak_rss = max(memory["at_1000_endpoints"]["VmRSS"], memory["after_cleanup"]["VmRSS"])
+        figures = {
+            "networks": networks_count, "endpoints_per_network": per_network,
+            "links_at_peak": links,
+            "join_probe_ms": {k: describe(v) for k, v in probe_ms.items()},
+            "join_ratio": ratio(at_1000, at_10),
+            "join_p50_by_hundred_endpoints": [round(statistics.median(joins[i:i + 100]), 2)
+                                              for i in range(0, len(joins), 100)],
+            "create_network_ms": {"first_10": describe(creates[:10]),
+                                  "last_10": describe(creates[-10:])},
+            "memory_mib": memory, "peak_rss_mib": peak_rss,
+            "cleanup_s": round(cleanup_s, 1), "links_left": left,
+        }
+        figures["met"] = (meets("scale_join_ratio", figures["join_ratio"])
+                          and meets("scale_rss_mib", peak_rss) and not any(left.values()))
+        self.results["scale"] = figures
+
+    def _scale_cleanup(self, client, host, networks):
+        """DeleteEndpoint for every endpoint (4 clients at once), DeleteNetwork for every
+        network; returns the seconds it took and the macvlan/vxlan links left over."""
+        def delete_network(item):
+            network, endpoints = item
+            for endpoint in endpoints:
+                client.delete_endpoint(network, endpoint)
+            client.delete_network(network)
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(delete_network, networks))
+        return time.perf_counter() - started, count_links(host)
+
+    # -- report ---------------------------------------------------------------------------------
+
+    def machine(self):
+        def out(*argv):
+            return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        return {
+            "nproc": os.cpu_count(), "cpu": cpu.group(1) if cpu else platform.processor(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                / 2**30, 1),
+            "kernel": platform.release(),
+            "debian": Path("/etc/debian_version").read_text().strip(),
+            "docker_engine": self.h1.server_version,
+            "docker_cli": self.h1.docker("version", "--format",
+                                         "{{.Client.Version}}").stdout.strip(),
+            "python": platform.python_version(),
+            "iperf3": out("iperf3", "--version").split("\n")[0],
+            "commit": out("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"),
+            "vxlan_uncommitted_changes": bool(out("git", "-C", str(REPO), "status",
+                                                  "--porcelain", "vxlan")),
+        }
+
+
+def count_links(host):
+    """macvlan and vxlan links in a host's network namespace, but the reference's
+    hand-made parent."""
+    counts = {}
+    for kind in ("macvlan", "vxlan"):
+        links = json.loads(subprocess.run(
+            ["ip", "-n", host.netns, "-j", "link", "show", "type", kind],
+            capture_output=True, text=True, check=True).stdout or "[]")
+        counts[kind] = sum(1 for link in links if link["ifname"] != REFERENCE_PARENT)
+    return counts
+
+
+def summarize_profile(raw_path, top=12):
+    """Shares of py-spy samples: by module of the running (innermost) frame, and
+    the functions most often on the stack, with their hottest lines."""
+    inclusive, own, lines = collections.Counter(), collections.Counter(), collections.Counter()
+    total = 0
+    for line in Path(raw_path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        count, frames = int(count), stack.split(";")
+        total += count
+        names = [re.sub(r":\d+\)$", ")", f) for f in frames]
+        for name in set(names):
+            inclusive[name] += count
+        own[_module_of(frames[-1])] += count
+        for frame in frames:
+            lines[frame] += count
+    if not total:
+        return {"samples": 0}
+    share = lambda n: round(n / total, 3)  # noqa: E731
+    return {
+        "samples": total, "raw": str(raw_path),
+        "own_time_by_module": {m: share(n) for m, n in own.most_common()},
+        "on_stack": {f: share(n) for f, n in inclusive.most_common(top)},
+        "hottest_lines": {f: share(n) for f, n in lines.most_common(top * 3)
+                          if "sh/__init__" in f or "vxlan/" in f},
+    }
+
+
+def _module_of(frame):
+    path = re.search(r"\(([^:)]*)", frame)
+    path = path.group(1) if path else ""
+    for marker in ("vxlan/", "sh/", "gevent/", "bottle", "json/", "threading", "tempfile"):
+        if marker in path:
+            return marker.strip("/")
+    return "other"
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def table(results):
+    """The figures as Markdown tables."""
+    out = ["| benchmark | vxlan plugin | macvlan reference | ratio | bar | met |",
+           "|---|---|---|---|---|---|"]
+    mark = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    start = results.get("start", {})
+    for variant, label in (("empty", "on an empty network"),
+                           ("busy", "next to a running container")):
+        if variant in start:
+            f = start[variant]
+            out.append(f"| `docker run --rm` {label}, median of {f['plugin_s']['n']} (s) | "
+                       f"{f['plugin_s']['p50']:.3f} | {f['reference_s']['p50']:.3f} | "
+                       f"{f['ratio_of_medians']:.3f} | <= 1.10 | {mark(f['met'])} |")
+    if "parallel" in results:
+        f = results["parallel"]
+        ok = "/".join(str(r["ok"]) for r in f["rounds"][PLUGIN])
+        ok_ref = "/".join(str(r["ok"]) for r in f["rounds"][REFERENCE])
+        out.append(f"| {f['containers']} `docker run -d` at once, wall (s); started | "
+                   f"{f['plugin_wall_s']:.2f}; {ok} | {f['reference_wall_s']:.2f}; {ok_ref} | "
+                   f"{f['ratio']:.3f} | all start, <= 1.15 | {mark(f['met'])} |")
+    if "dataplane" in results:
+        f = results["dataplane"]
+        out.append(f"| TCP throughput, iperf3 {f['iperf3_seconds']} s, median of "
+                   f"{f['repetitions']} (Gbit/s) | {f['plugin_gbit_s']:.2f} | "
+                   f"{f['reference_gbit_s']:.2f} | {f['throughput_ratio']:.3f} | >= 0.97 | "
+                   f"{mark(meets('throughput_ratio', f['throughput_ratio']))} |")
+        out.append(f"| ping RTT, median of {f['plugin_rtt_ms']['n']} (ms) | "
+                   f"{f['plugin_rtt_ms']['p50']:.3f} | {f['reference_rtt_ms']['p50']:.3f} | "
+                   f"{f['rtt_ratio']:.3f} | <= 1.05 | "
+                   f"{mark(meets('rtt_ratio', f['rtt_ratio']))} |")
+    if "rpc" in results:
+        f = results["rpc"]
+        out += ["", "| RPC on the plugin's socket (ms) | n | p50 | p99 | in `ip` p50 | "
+                    "same `ip -batch` run directly, p50 |", "|---|---|---|---|---|---|"]
+        for name, row in f["rpcs"].items():
+            ip_ms = row.get("ip_ms", {}).get("p50")
+            direct = row.get("direct_ip_ms", {}).get("p50")
+            out.append(f"| {name} | {row['ms']['n']} | {row['ms']['p50']:.1f} | "
+                       f"{row['ms']['p99']:.1f} | {'' if ip_ms is None else f'{ip_ms:.1f}'} | "
+                       f"{'' if direct is None else f'{direct:.1f}'} |")
+        cpu = f["plugin_cpu_ms_per_cycle"]
+        out.append(f"\nJoin p50 {f['join_p50_ms']:.1f} ms, bar <= 10 ms: {mark(f['met'])}. "
+                   f"CPU per CreateEndpoint+Join+Leave+DeleteEndpoint: plugin "
+                   f"{cpu['plugin']:.1f} ms, its ip processes {cpu['children']:.1f} ms")
+    if "scale" in results:
+        f = results["scale"]
+        probe = f["join_probe_ms"]
+        out += ["", f"Scale ({f['networks']} networks x {f['endpoints_per_network']} "
+                    f"endpoints, {f['links_at_peak']} links at the peak): Join p50 "
+                    f"{probe['at_10_endpoints']['p50']:.1f} ms at 10 endpoints, "
+                    f"{probe['at_1000_endpoints']['p50']:.1f} ms at 1000 "
+                    f"(ratio {f['join_ratio']:.2f}, bar <= 1.5: "
+                    f"{mark(meets('scale_join_ratio', f['join_ratio']))}); plugin VmRSS "
+                    f"{f['peak_rss_mib']:.1f} MiB at most (bar <= 60: "
+                    f"{mark(meets('scale_rss_mib', f['peak_rss_mib']))}); cleanup "
+                    f"{f['cleanup_s']:.1f} s, links left {f['links_left']}"]
+    return "\n".join(out)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: all is torn down
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"),
+                        help="where to write the figures as JSON (default: %(default)s)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--runs", type=int, default=20,
+                        help="container starts per driver and variant (default: 20)")
+    parser.add_argument("--parallel", type=int, default=50,
+                        help="containers started at once (default: 50)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also sample the plugin with py-spy during extra RPC cycles")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; known: {SECTIONS}")
+    if os.geteuid() != 0:
+        parser.error("run as root (the lab makes namespaces and starts dockerd)")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    with lablib.Lab(2) as lab:
+        children = Children()
+        try:
+            for host in lab.hosts:
+                host.start_plugin(["--vtepdev", "eth0"])
+            bench = Bench(lab, args, children)
+            report = {"machine": bench.machine(), "bars": BARS, "results": bench.results}
+            bench.set_up_networks()
+            for section in SECTIONS:
+                if section in sections:
+                    t0 = time.monotonic()
+                    print(f"bench: {section} ...", file=sys.stderr, flush=True)
+                    getattr(bench, f"bench_{section}")()
+                    bench.results[section]["seconds"] = round(time.monotonic() - t0, 1)
+        finally:
+            children.stop_all()  # before the lab goes: they live in its namespaces
+    report["total_seconds"] = round(time.monotonic() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    machine = report["machine"]
+    print(f"{machine['nproc']} cores ({machine['cpu']}), kernel {machine['kernel']}, "
+          f"Docker {machine['docker_engine']}, Python {machine['python']}, "
+          f"commit {machine['commit']}; {report['total_seconds']:.0f} s")
+    print(table(bench.results))
+    print(f"figures written to {args.out}")
+    return 0 if all(r.get("met", True) for r in bench.results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
