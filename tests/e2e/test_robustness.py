@@ -188,6 +188,7 @@ def plugin_kept_running(host):
 
 
 def plugin_restarted_while_dockerd_is_down(host):
+    """start_plugin returns once the socket answers: it serves without Docker."""
     def restart_plugin():
         host.stop_plugin(signal.SIGKILL)
         host.start_plugin(PLUGIN_ARGS)
@@ -220,13 +221,10 @@ def test_dockerd_restart_brings_back_restart_always_containers(hosts, order):
     for name in ("rb-restart-a", "rb-restart-b"):
         run(h1, name, "rb-restart", "--restart=always", "--stop-timeout", "1")
     reconciled = h1.plugin_log().count("reconciled:")
-    log_start = len(h1.plugin_log())
 
     h1.restart_dockerd(**order(h1))
 
     wait_for(lambda: len(running(h1)) == 2, 60, "both containers to run again")
-    if order is plugin_restarted_while_dockerd_is_down:
-        assert "Docker did not answer" in h1.plugin_log()[log_start:]  # it started without it
     if order is not plugin_kept_running:
         wait_for_reconcile(h1, reconciled)  # caught up once Docker answered
     ping(h1, "rb-restart-a", address(h1, "rb-restart-b", "rb-restart"))
