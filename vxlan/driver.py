@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from gevent.lock import RLock
 
 from . import ip as cmd
-from .errors import CommandError, DockerLookupError, OptionError, PluginError
+from .errors import CommandError, OptionError, PluginError
 from .options import parse_options
 
 log = logging.getLogger("vxlan.driver")

@@ -52,12 +52,18 @@ def _network_of(driver, link):
 
 
 def reconcile_in_background(driver, docker, attempts=5, pause=15.0):
-    """Removes unused links now, then what Docker no longer knows once it answers."""
+    """Removes unused links now, then what Docker no longer knows once it answers.
+
+    Only networks and endpoints from before this start can be stale: one made
+    since went through this process, and Docker may not have stored it yet
+    when we ask (it stores its record after our answer)."""
+    from_before = (set(driver.networks), set(driver.endpoints))
+
     def run():
         removed = remove_unused_links(driver)
         for attempt in range(attempts):
             try:
-                forgotten = forget_what_docker_forgot(driver, docker)
+                forgotten = forget_what_docker_forgot(driver, docker, *from_before)
                 removed += forgotten + (remove_unused_links(driver) if forgotten else [])
                 break
             except DockerLookupError as error:
@@ -67,21 +73,21 @@ def reconcile_in_background(driver, docker, attempts=5, pause=15.0):
     return gevent.spawn(run)
 
 
-def forget_what_docker_forgot(driver, docker):
-    """Deletes the networks (local scope) and endpoints that Docker no longer has."""
-    known_endpoints = set(driver.endpoints)  # endpoints created from now on are kept
+def forget_what_docker_forgot(driver, docker, network_ids, endpoint_ids):
+    """Deletes those of the networks (local scope only) and endpoints given that
+    Docker no longer has."""
     in_docker = {network_id: docker.endpoints_of(network_id)
-                 for network_id in list(driver.networks)}
+                 for network_id in network_ids if network_id in driver.networks}
     removed = []
-    for network_id, endpoint_ids in in_docker.items():
-        if endpoint_ids is None:
+    for network_id, endpoints_in_docker in in_docker.items():
+        if endpoints_in_docker is None:
             if driver.scope == "local":
                 log.info("network %s no longer exists in Docker: removing it", network_id[:12])
                 driver.delete_network(network_id)
                 removed.append(network_id)
             continue
-        for endpoint_id in known_endpoints & _endpoints_of_network(driver, network_id):
-            if endpoint_id not in endpoint_ids:
+        for endpoint_id in endpoint_ids & _endpoints_of_network(driver, network_id):
+            if endpoint_id not in endpoints_in_docker:
                 log.info("endpoint %s no longer exists in Docker: removing it", endpoint_id[:12])
                 driver.delete_endpoint(network_id, endpoint_id)
                 removed.append(endpoint_id)

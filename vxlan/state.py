@@ -15,7 +15,7 @@ import re
 import tempfile
 
 log = logging.getLogger("vxlan.state")
-_ID = re.compile(r"^[0-9A-Za-z]+$")
+_ID = re.compile(r"^[0-9A-Za-z]+\Z")
 
 
 class StateStore:

@@ -231,3 +231,28 @@ def test_allocate_network_echoes_options_after_checking_them(driver):
     assert driver.allocate_network(NET, options) == {"Options": options}
     with pytest.raises(OptionError):
         driver.allocate_network(NET, {"VxlanId": "big"})
+
+
+class DockerView:
+    """Docker's answer to 'which endpoints does this network have here'."""
+
+    def __init__(self, endpoints_by_network):
+        self.endpoints_by_network = endpoints_by_network
+
+    def endpoints_of(self, network_id):
+        return self.endpoints_by_network.get(network_id)
+
+
+def test_reconcile_forgets_only_what_docker_dropped_before_this_start(driver, ip):
+    create(driver)
+    create(driver, NET2, VxlanId="43")
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    driver.join(NET, EP1)
+    from_before = (set(driver.networks), set(driver.endpoints))
+    # an endpoint made after start: Docker may not have stored it yet
+    driver.create_endpoint(NET, EP2, {"Address": "10.0.0.6/24"})
+    ip.commands.clear()
+    removed = recovery.forget_what_docker_forgot(driver, DockerView({NET: set()}), *from_before)
+    assert removed == [NET2, EP1]  # NET2 is unknown to Docker; EP1 no longer in NET
+    assert set(driver.endpoints) == {EP2} and set(driver.networks) == {NET}
+    assert ip.commands == ["ip link delete dev macvlan_1111111"]  # EP2 keeps the vxlan
