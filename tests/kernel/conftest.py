@@ -49,6 +49,11 @@ class Netns:
         done = self.ip("-d", "-j", "link", "show", "dev", name, check=False)
         return json.loads(done.stdout)[0] if done.returncode == 0 else None
 
+    def flood_destinations(self, dev):
+        """Where DEV sends broadcast and unknown traffic (its all-zero fdb entries)."""
+        fdb = json.loads(sh("bridge", "-n", self.name, "-j", "fdb", "show", "dev", dev).stdout)
+        return sorted(entry["dst"] for entry in fdb if entry["mac"] == "00:00:00:00:00:00")
+
     def link_names(self):
         return {link["ifname"] for link in json.loads(self.ip("-j", "link", "show").stdout)}
 
