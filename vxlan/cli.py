@@ -81,15 +81,17 @@ def setup_logging(debug):
 
 def _patch_for_gevent():
     """Sockets become cooperative (the docker SDK must be imported after this).
-    Threads, os and signals stay as they are, or sh hangs (see ip.py); but
-    threading.local must be per greenlet, because bottle keeps each request in
-    one and many requests are served at once in the one thread."""
+    Threads, os and signals stay as they are, or sh hangs (see ip.py), and so
+    does select: sh's helper threads poll, and a patched poll in a real thread
+    makes a gevent hub (two file descriptors) that is never freed, on every
+    command. threading.local must be per greenlet, because bottle keeps each
+    request in one and many requests are served at once in the one thread."""
     import threading
 
     import gevent.local
     from gevent import monkey
 
-    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False)
+    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False, select=False)
     monkey.patch_item(threading, "local", gevent.local.local)
 
 

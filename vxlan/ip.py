@@ -20,9 +20,9 @@ import contextvars
 import datetime
 import json
 import logging
+import os
 import re
 import shlex
-import tempfile
 import time
 
 import gevent
@@ -195,29 +195,33 @@ class Ip:
         return stdout
 
     def _execute_batch(self, tool, arg_lists):
-        with tempfile.NamedTemporaryFile("w", prefix="vxlan-batch-", suffix=".txt") as script:
+        with _memory_file("vxlan-batch") as script:
             for args in arg_lists:
                 if any(not arg or re.search(r"[\s\"'\\#]", arg) for arg in args):
                     raise CommandError(f"refusing to batch an argument list {args!r}")
-                script.write(" ".join(args) + "\n")
+                script.write((" ".join(args) + "\n").encode())
             script.flush()
-            return self._execute(tool, ["-batch", script.name])
+            # the child inherits the file and opens it anew by its /proc path
+            # (sh closes every other descriptor in its children)
+            fd = script.fileno()
+            os.set_inheritable(fd, True)
+            return self._execute(tool, ["-batch", f"/proc/self/fd/{fd}"], pass_fds={fd})
 
-    def _execute(self, tool, args):
+    def _execute(self, tool, args, pass_fds=()):
         """Runs TOOL ARGS in a pool thread; returns (exit code, stdout, stderr)."""
         command = self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
         started = {}
 
         def start_and_wait():
-            started["process"] = command(*args, _bg=True, _bg_exc=False, _out=out,
-                                         _err=err, _ok_code=list(range(256)))
+            started["process"] = command(*args, _bg=True, _bg_exc=False, _out=out, _err=err,
+                                         _ok_code=list(range(256)), _pass_fds=pass_fds)
             try:
                 started["process"].wait()
             except sh.SignalException as error:
                 return error.exit_code
             return started["process"].exit_code
 
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
             result = self._pool.spawn(start_and_wait)
             try:
                 code = result.get(timeout=self._timeout)
@@ -230,6 +234,12 @@ class Ip:
             err.seek(0)
             return code, out.read().decode(errors="replace"), err.read().decode(
                 errors="replace")
+
+
+def _memory_file(name):
+    """A file in memory, not on disk: cheaper than a temporary file, and gone
+    with its last descriptor."""
+    return os.fdopen(os.memfd_create(name), "w+b")
 
 
 def _kill(process):

@@ -122,3 +122,23 @@ def test_unknown_paths_and_bad_bodies(plugin):
     status, answer = rpc.call(plugin.socket, "NetworkDriver.Join", {"NetworkID": 5})
     assert status == 400 and "NetworkID must be an ID" in answer["Err"]
     assert plugin.ok("Plugin.Activate")  # and it keeps serving
+
+
+def open_files(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_commands_leave_no_open_files_behind(plugin):
+    network_id = new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "21"}))
+
+    def cycle(count):
+        for _ in range(count):
+            endpoint_id = new_id()
+            plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
+            plugin.ok("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
+            plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    cycle(5)  # threads and pools warmed up
+    before = open_files(plugin.process.pid)
+    cycle(30)  # 60 commands
+    assert open_files(plugin.process.pid) <= before + 2
