@@ -164,6 +164,11 @@ class Driver:
                 if attempt == 1 and new_vxlan and "File exists" in error.stderr and not error.done:
                     self._adopt_existing_vxlan(network)
                     continue
+                if network.options.get("Group") and "No buffer space" in error.stderr:
+                    raise PluginError(
+                        f"{error}: this host has joined as many multicast groups as "
+                        "net.ipv4.igmp_max_memberships allows (20 by default); raise it, "
+                        "or let networks share a Group") from None
                 raise
             if new_vxlan:
                 self.vxlans_here.add(network.id)

@@ -3,6 +3,7 @@ lands where the kernel reports it (`ip -d -j link show`)."""
 
 import os
 import shlex
+import subprocess
 
 import pytest
 
@@ -215,3 +216,17 @@ def test_peers_skip_this_hosts_own_address(plugin, netns):
     network_id, _, _, _ = create_and_join(
         plugin, {"VxlanId": "18", "Peers": "192.0.2.1,192.0.2.2"})
     assert netns.flood_destinations("vx_" + network_id[:12]) == ["192.0.2.2"]
+
+
+def test_too_many_multicast_groups_says_which_limit(plugin, netns):
+    # a per-namespace sysctl: one group per socket, and all vxlans share one socket
+    subprocess.run(["ip", "netns", "exec", netns.name, "sysctl", "-qw",
+                    "net.ipv4.igmp_max_memberships=1"], check=True)
+    create_and_join(plugin, {"VxlanId": "22", "Group": "239.1.1.22"})
+    network_id, endpoint_id = new_id(), new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "23",
+                                                            "Group": "239.1.1.23"}))
+    plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id, "10.42.0.9/24"))
+    status, answer = plugin.call("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    assert status == 500 and "net.ipv4.igmp_max_memberships" in answer["Err"]
+    assert "vx_" + network_id[:12] not in netns.link_names()  # undone
