@@ -9,11 +9,12 @@ Commands are argv lists whose first word is "ip" or "bridge". Several commands
 of one tool run as one `TOOL -batch FILE` process (one fork instead of several);
 the log still shows each as its own command.
 
-How sh runs under gevent (see lab-notes.md): each command runs in a real
-thread of our own pool, because waiting for a child blocks the thread that
-waits; output goes to files, never pipes read by sh's helper threads; and sh's
-own `_timeout` is not used (it polls, adding ~100 ms to every command): a gevent
-timeout kills the child instead.
+How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
+command runs in a real thread of our own pool, because waiting for a child
+blocks the thread that waits; output and batch files are memory files handed
+to the child, never pipes read by sh's helper threads; and sh's own `_timeout`
+is not used (it polls, adding ~100 ms to every command): a gevent timeout
+kills the child instead.
 """
 
 import contextvars
