@@ -177,13 +177,7 @@ class Children:
         return popen
 
     def stop(self, popen, sig=signal.SIGTERM, timeout=5.0):
-        if popen.poll() is None:
-            popen.send_signal(sig)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(5)
+        lablib.stop_popen(popen, sig, timeout)
         if popen in self.popens:
             self.popens.remove(popen)
 

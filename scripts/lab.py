@@ -154,6 +154,19 @@ def stop_processes(procs, timeout: float, sig=signal.SIGTERM) -> None:
         raise LabError(f"processes {left} survived SIGKILL")
 
 
+def stop_popen(popen, sig=signal.SIGTERM, timeout=5.0):
+    """Sends sig to a process we started, waits up to timeout, then SIGKILL.
+    Returns its exit status (negative: killed by that signal)."""
+    if popen.poll() is None:
+        popen.send_signal(sig)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(10)
+    return popen.returncode
+
+
 def _ns_id(pid, kind: str):
     try:
         return os.readlink(f"/proc/{pid}/ns/{kind}")
@@ -476,14 +489,7 @@ class Host:
                 stop_processes([(self.plugin_pid, self.plugin_start)], timeout, sig)
                 self.plugin_pid = None
             return None
-        if popen.poll() is None:
-            popen.send_signal(sig)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(10)
-        return popen.returncode
+        return stop_popen(popen, sig, timeout)
 
     def plugin_log(self) -> str:
         """All the plugin has printed on this host (every start, appended)."""
