@@ -77,8 +77,8 @@ def _handlers(driver):
         "Plugin.Activate": lambda body: {"Implements": ["NetworkDriver"]},
         "NetworkDriver.GetCapabilities": lambda body: driver.capabilities(),
         "NetworkDriver.CreateNetwork": lambda body: driver.create_network(
-            body["NetworkID"], body.get("Options"), body.get("IPv4Data"),
-            body.get("IPv6Data")) or {},
+            body["NetworkID"], body.get("Options"), _ip_data(body, "IPv4Data"),
+            _ip_data(body, "IPv6Data")) or {},
         "NetworkDriver.AllocateNetwork": lambda body: driver.allocate_network(
             body["NetworkID"], body.get("Options")),
         "NetworkDriver.DeleteNetwork": lambda body: driver.delete_network(
@@ -112,6 +112,20 @@ def _interface(interface):
             raise RequestError(f"Interface.MacAddress must be {MacAddress.accepted}, "
                                f"not {json.dumps(mac)[:80]}") from None
     return interface
+
+
+def _ip_data(body, key):
+    """IPv4Data/IPv6Data: a list of objects whose Gateway, if any, is a string."""
+    entries = body.get(key) or []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise RequestError(f"{key}[{index}] must be a JSON object, "
+                               f"not {json.dumps(entry)[:80]}")
+        gateway = entry.get("Gateway")
+        if gateway is not None and not isinstance(gateway, str):
+            raise RequestError(f"{key}[{index}].Gateway must be a string, "
+                               f"not {json.dumps(gateway)[:80]}")
+    return entries
 
 
 def parse_body(rpc, raw):

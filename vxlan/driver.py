@@ -182,7 +182,7 @@ class Driver:
             raise PluginError(f"cannot create vxlan {network.link}: the kernel already has a "
                               f"vxlan with VNI {network.options.get('VxlanId')} on the same "
                               "port and device")
-        if cmd.owner_of(link) != network.id and not is_go_original_link(link, network):
+        if not is_network_link(link, network):
             raise PluginError(f"cannot create vxlan {network.link}: a link of that name exists "
                               "and was not created by docker-vxlan-plugin; remove it or choose "
                               "another vxlanName")
@@ -276,8 +276,7 @@ def check_host(network, links, known_networks):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: already used by "
                               f"network {other.id[:12]} on this host")
     existing = by_name.get(network.link)
-    if existing and cmd.owner_of(existing) != network.id and not is_go_original_link(
-            existing, network):
+    if existing and not is_network_link(existing, network):
         raise OptionError(f"a link named {network.link} already exists on this host and was "
                           "not created by docker-vxlan-plugin; choose another vxlanName")
     for link in links:
@@ -287,6 +286,11 @@ def check_host(network, links, known_networks):
                 and data.get("port") == options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: the vxlan "
                               f"{link['ifname']} on this host already uses that VNI and port")
+
+
+def is_network_link(link, network):
+    """Whether LINK is NETWORK's vxlan: marked as ours for it, or the Go original's."""
+    return cmd.owner_of(link) == network.id or is_go_original_link(link, network)
 
 
 def is_go_original_link(link, network):
@@ -356,14 +360,11 @@ def _underlay_family(options):
 
 
 def _gateway(ip_data):
+    """The first gateway of Docker's IPv4Data/IPv6Data (api.py checked their types)."""
     for entry in ip_data or []:
-        if not isinstance(entry, dict):
-            raise PluginError(f"IPv4Data/IPv6Data entry {entry!r:.80} is not a JSON object")
         gateway = entry.get("Gateway")
-        if gateway not in (None, ""):  # false, 0 or [] are wrong types, not "no gateway"
+        if gateway:
             try:
-                if not isinstance(gateway, str):  # ip_interface would take an integer
-                    raise ValueError
                 return str(ipaddress.ip_interface(gateway).ip)
             except ValueError:
                 raise PluginError(f"gateway {gateway!r} is not an IP address") from None

@@ -13,7 +13,7 @@ import logging
 import gevent
 
 from . import ip as cmd
-from .driver import Endpoint, is_go_original_link
+from .driver import Endpoint, is_network_link
 from .errors import DockerLookupError, OptionError, PluginError
 
 log = logging.getLogger("vxlan.recovery")
@@ -44,11 +44,9 @@ def load(driver):
 
 
 def _network_of(driver, link):
-    owner = cmd.owner_of(link)
-    if owner in driver.networks:
-        return driver.networks[owner]
-    return next((network for network in driver.networks.values()
-                 if is_go_original_link(link, network)), None)
+    network = driver.networks.get(cmd.owner_of(link))
+    return network or next((network for network in driver.networks.values()
+                            if is_network_link(link, network)), None)
 
 
 def reconcile_in_background(driver, docker, attempts=5, pause=15.0):

@@ -93,3 +93,15 @@ def test_no_op_rpcs(app):
         body = {"NetworkID": NET, "EndpointID": EP1}
         assert post(app, method, body)[:2] == (200, {})
     assert post(app, "NetworkDriver.DiscoverNew", {"DiscoveryType": 1})[:2] == (200, {})
+
+
+@pytest.mark.parametrize("ip_data, message", [
+    (["10.0.0.1/24"], "IPv4Data[0] must be a JSON object"),
+    ([{"Gateway": 5}], "IPv4Data[0].Gateway must be a string"),
+    ([{"Gateway": False}], "IPv4Data[0].Gateway must be a string"),
+])
+def test_ip_data_is_checked_before_the_driver(app, ip_data, message):
+    code, answer, _ = post(app, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NET, "Options": {"com.docker.network.generic": {"VxlanId": "3"}},
+        "IPv4Data": ip_data})
+    assert code == 400 and message in answer["Err"]
