@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -67,6 +68,7 @@ class Plugin:
 
     def __init__(self, netns, workdir, flags=(), env=None):
         self.netns = netns
+        self.workdir = workdir
         self.socket = os.path.join(workdir, "vxlan.sock")
         self.state_dir = os.path.join(workdir, "state")
         self.audit_log = os.path.join(workdir, "audit.jsonl")
@@ -166,3 +168,62 @@ def network_request(network_id, options, subnet="10.42.0.0/24", gateway="10.42.0
 
 def new_id():
     return secrets.token_hex(32)
+
+
+def endpoint_request(network_id, endpoint_id, address="10.42.0.2/24", mac=""):
+    return {"NetworkID": network_id, "EndpointID": endpoint_id,
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}}
+
+
+SLOW_IP = """#!/bin/sh
+# ip, made slow while the flag file exists (to hold a request inside a command)
+[ -e "{flag}" ] && sleep {seconds}
+exec {real_ip} "$@"
+"""
+
+
+def slow_ip_env(workdir, seconds):
+    """PATH with an `ip` that sleeps while WORKDIR/slow exists."""
+    bindir = os.path.join(workdir, "bin")
+    os.makedirs(bindir)
+    real_ip = next(p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+                   if os.path.exists(p))
+    path = os.path.join(bindir, "ip")
+    with open(path, "w") as f:
+        f.write(SLOW_IP.format(flag=os.path.join(workdir, "slow"), seconds=seconds,
+                               real_ip=real_ip))
+    os.chmod(path, 0o755)
+    return {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]}
+
+
+@pytest.fixture
+def slow_plugin(netns, workdir):
+    """start(seconds, *flags): the plugin, whose `ip` sleeps SECONDS once
+    start_join has begun; stopped after the test."""
+    started = []
+
+    def start(seconds, *flags):
+        plugin = Plugin(netns, workdir, ["--vtepdev", "eth0", *flags],
+                        env=slow_ip_env(workdir, seconds)).start()
+        started.append(plugin)
+        return plugin
+    yield start
+    for plugin in started:
+        plugin.stop()
+
+
+def start_join(plugin, results):
+    """Starts a Join in a thread, with the slow plugin's `ip` slow from then on."""
+    network_id, endpoint_id = new_id(), new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "20"}))
+    plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
+    open(os.path.join(plugin.workdir, "slow"), "w").close()
+
+    def call():
+        started = time.monotonic()
+        results["join"] = plugin.call("Join", {"NetworkID": network_id,
+                                               "EndpointID": endpoint_id})
+        results["join_seconds"] = time.monotonic() - started
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, network_id

@@ -7,12 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.kernel.conftest import network_request, new_id
-
-
-def endpoint_request(network_id, endpoint_id, address="10.42.0.2/24", mac=""):
-    return {"NetworkID": network_id, "EndpointID": endpoint_id,
-            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}}
+from tests.kernel.conftest import endpoint_request, network_request, new_id
 
 
 def join(plugin, network_id, endpoint_id):

@@ -4,8 +4,8 @@ Go original's links, and removes only unused links it provably owns."""
 import signal
 import time
 
-from tests.kernel.conftest import network_request, new_id
-from tests.kernel.test_links import create_and_join, endpoint_request, join
+from tests.kernel.conftest import endpoint_request, network_request, new_id
+from tests.kernel.test_links import create_and_join, join
 
 
 def wait_for(predicate, seconds=10):

@@ -9,8 +9,7 @@ import socket
 import stat
 import time
 
-from tests.kernel.conftest import Plugin, network_request, new_id
-from tests.kernel.test_server import slow_ip_env, start_join
+from tests.kernel.conftest import network_request, new_id, start_join
 
 
 def connects(path):
@@ -24,28 +23,25 @@ def connects(path):
         probe.close()
 
 
-def test_sigterm_finishes_requests_in_flight_then_removes_the_socket(netns, workdir):
-    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0"], env=slow_ip_env(workdir, 4)).start()
-    try:
-        results = {}
-        thread, network_id = start_join(plugin, results, os.path.join(workdir, "slow"))
-        time.sleep(0.5)  # the Join is now inside its slow `ip`
-        plugin.process.send_signal(signal.SIGTERM)
+def test_sigterm_finishes_requests_in_flight_then_removes_the_socket(slow_plugin, netns):
+    plugin = slow_plugin(4)
+    results = {}
+    thread, network_id = start_join(plugin, results)
+    time.sleep(0.5)  # the Join is now inside its slow `ip`
+    plugin.process.send_signal(signal.SIGTERM)
 
-        deadline = time.monotonic() + 10
-        while connects(plugin.socket):  # new requests are turned away at once
-            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
-            time.sleep(0.05)
-        thread.join(30)
-        status, answer = results["join"]
-        assert status == 200 and answer["InterfaceName"]["SrcName"].startswith("macvlan_")
-        assert {"vx_" + network_id[:12], answer["InterfaceName"]["SrcName"]} <= \
-            netns.link_names()  # it did all of its work
-        assert plugin.process.wait(30) == 0
-        assert not os.path.exists(plugin.socket)
-        assert "finishing requests in flight" in plugin.log()
-    finally:
-        plugin.stop()
+    deadline = time.monotonic() + 10
+    while connects(plugin.socket):  # new requests are turned away at once
+        assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+        time.sleep(0.05)
+    thread.join(30)
+    status, answer = results["join"]
+    assert status == 200 and answer["InterfaceName"]["SrcName"].startswith("macvlan_")
+    assert {"vx_" + network_id[:12], answer["InterfaceName"]["SrcName"]} <= \
+        netns.link_names()  # it did all of its work
+    assert plugin.process.wait(30) == 0
+    assert not os.path.exists(plugin.socket)
+    assert "finishing requests in flight" in plugin.log()
 
 
 def test_state_is_replaced_whole_and_private(plugin):

@@ -7,83 +7,37 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 
 from tests import rpc
-from tests.kernel.conftest import REPO, Plugin, network_request, new_id
-from tests.kernel.test_links import endpoint_request
+from tests.kernel.conftest import (REPO, Plugin, endpoint_request, network_request, new_id,
+                                   start_join)
 
-SLOW_IP = """#!/bin/sh
-# ip, made slow while the flag file exists (to hold a request inside a command)
-[ -e "{flag}" ] && sleep {seconds}
-exec {real_ip} "$@"
-"""
-
-
-def slow_ip_env(workdir, seconds):
-    """PATH with an `ip` that sleeps while WORKDIR/slow exists."""
-    bindir = os.path.join(workdir, "bin")
-    os.makedirs(bindir)
-    real_ip = next(p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
-                   if os.path.exists(p))
-    path = os.path.join(bindir, "ip")
-    with open(path, "w") as f:
-        f.write(SLOW_IP.format(flag=os.path.join(workdir, "slow"), seconds=seconds,
-                               real_ip=real_ip))
-    os.chmod(path, 0o755)
-    return {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]}
+def test_requests_are_served_while_a_command_runs(slow_plugin):
+    plugin = slow_plugin(3)
+    results = {}
+    thread, _ = start_join(plugin, results)
+    time.sleep(0.5)  # the Join is now inside its slow `ip`
+    started = time.monotonic()
+    assert plugin.ok("GetCapabilities") == {"Scope": "local", "ConnectivityScope": "local"}
+    other_seconds = time.monotonic() - started
+    thread.join()
+    assert results["join"][0] == 200, results["join"]
+    assert results["join_seconds"] > 2.5
+    assert other_seconds < 1.0, f"a trivial request waited {other_seconds:.2f} s"
 
 
-def start_join(plugin, results, slow_flag):
-    """Starts a Join in a thread, with `ip` slow from then on."""
-    network_id, endpoint_id = new_id(), new_id()
-    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "20"}))
-    plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
-    open(slow_flag, "w").close()
-
-    def call():
-        started = time.monotonic()
-        results["join"] = plugin.call("Join", {"NetworkID": network_id,
-                                               "EndpointID": endpoint_id})
-        results["join_seconds"] = time.monotonic() - started
-    thread = threading.Thread(target=call)
-    thread.start()
-    return thread, network_id
-
-
-def test_requests_are_served_while_a_command_runs(netns, workdir):
-    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0"], env=slow_ip_env(workdir, 3)).start()
-    try:
-        results = {}
-        thread, _ = start_join(plugin, results, os.path.join(workdir, "slow"))
-        time.sleep(0.5)  # the Join is now inside its slow `ip`
-        started = time.monotonic()
-        assert plugin.ok("GetCapabilities") == {"Scope": "local", "ConnectivityScope": "local"}
-        other_seconds = time.monotonic() - started
-        thread.join()
-        assert results["join"][0] == 200, results["join"]
-        assert results["join_seconds"] > 2.5
-        assert other_seconds < 1.0, f"a trivial request waited {other_seconds:.2f} s"
-    finally:
-        plugin.stop()
-
-
-def test_a_hung_command_times_out_with_a_clear_error(netns, workdir):
-    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0", "--command-timeout", "1"],
-                    env=slow_ip_env(workdir, 30)).start()
-    try:
-        results = {}
-        thread, network_id = start_join(plugin, results, os.path.join(workdir, "slow"))
-        thread.join()
-        status, answer = results["join"]
-        assert status == 500 and "timed out after 1 s" in answer["Err"]
-        assert results["join_seconds"] < 10
-        os.unlink(os.path.join(workdir, "slow"))
-        # The killed batch may have created links: they were undone.
-        assert netns.link_names() == {"lo", "eth0"}
-    finally:
-        plugin.stop()
+def test_a_hung_command_times_out_with_a_clear_error(slow_plugin, netns, workdir):
+    plugin = slow_plugin(30, "--command-timeout", "1")
+    results = {}
+    thread, network_id = start_join(plugin, results)
+    thread.join()
+    status, answer = results["join"]
+    assert status == 500 and "timed out after 1 s" in answer["Err"]
+    assert results["join_seconds"] < 10
+    os.unlink(os.path.join(workdir, "slow"))
+    # The killed batch may have created links: they were undone.
+    assert netns.link_names() == {"lo", "eth0"}
 
 
 def test_socket_is_for_root_only(plugin):
