@@ -112,11 +112,15 @@ def main(argv=None):
     from . import api, recovery, server
 
     docker = DockerLookup()
-    driver = Driver(Ip(CommandLog(args.audit_log), args.command_timeout), docker,
-                    StateStore(args.state_dir), scope=args.scope, vtepdev=args.vtepdev)
+    ip = Ip(CommandLog(args.audit_log), args.command_timeout)
+    driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
+                    vtepdev=args.vtepdev)
     recovery.load(driver)
     recovery.reconcile_in_background(driver, docker)
-    server.serve(api.make_app(driver), args.socket)
+    try:
+        server.serve(api.make_app(driver), args.socket)
+    finally:
+        ip.close()
     return 0
 
 

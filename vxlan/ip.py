@@ -5,16 +5,17 @@ admin can paste into a shell: human-readable on stderr, and as JSON Lines in
 the audit file. The RPC and the network/endpoint IDs that caused a command are
 taken from `request_context`, which api.py sets per request.
 
-Commands are argv lists whose first word is "ip" or "bridge". Several commands
-of one tool run as one `TOOL -batch FILE` process (one fork instead of several);
-the log still shows each as its own command.
+Commands are argv lists whose first word is "ip" or "bridge". Commands that
+change the host are fed as lines to a `TOOL -batch -` process, several of one
+request to one process (one fork instead of several); the log still shows each
+as its own command, exactly as `TOOL LINE` would run it.
 
 How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
-command runs in a real thread of our own pool, because waiting for a child
-blocks the thread that waits; output and batch files are memory files handed
-to the child, never pipes read by sh's helper threads; and sh's own `_timeout`
-is not used (it polls, adding ~100 ms to every command): a gevent timeout
-kills the child instead.
+process is started and waited for in a real thread of our own pool, because
+waiting for a child blocks the thread that waits; standard input, output and
+error are files (memory files for output), never pipes read by sh's helper
+threads; and sh's own `_timeout` is not used (it polls, adding ~100 ms to every
+command): a gevent timeout kills the child instead.
 """
 
 import contextvars
@@ -35,6 +36,7 @@ from .errors import CommandError
 COMMAND_TIMEOUT = 10.0  # seconds; Docker waits on us without a timeout of its own
 OWNER_PREFIX = "docker-vxlan-plugin:"  # the alias that marks links this plugin created
 TIMED_OUT = -1000  # the exit code we record for a command we killed
+NOT_STARTED = -1001  # ... and for one whose process could not be started
 ANY_MAC = "00:00:00:00:00:00"  # fdb entry for broadcast and unknown destinations
 
 request_context = contextvars.ContextVar("request_context", default={})
@@ -118,13 +120,23 @@ def _batch_note(batch):
 # --- running ----------------------------------------------------------------------
 
 class Ip:
-    """Runs ip/bridge commands with a timeout, logging each one."""
+    """Runs ip/bridge commands with a timeout, logging each one.
+
+    Commands that change the host go to a `TOOL -batch -` process on its
+    standard input. One such process per tool is started ahead of need and
+    waits, idle, for its input: starting a process through sh costs several
+    milliseconds (it forks the whole plugin), which is then off the path of
+    the request. Each process runs one request's lines and exits, so iproute2's
+    name-to-index cache never outlives a request. Queries (`ip -j ... show`)
+    carry options before the command and run as their own process.
+    """
 
     def __init__(self, command_log, timeout=COMMAND_TIMEOUT, threads=16):
         self._log = command_log
         self._timeout = timeout
         self._pool = ThreadPool(threads)
         self._tools = {}
+        self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
 
     def run(self, argv):
         """Runs one command and returns its standard output."""
@@ -135,12 +147,12 @@ class Ip:
         returns the standard output of the last process.
 
         On failure raises CommandError whose `.done` lists the commands that
-        may have taken effect (all of a batch that timed out), so that the
+        may have taken effect (all of a batch that was killed), so that the
         caller can undo them.
         """
         done = []
         stdout = ""
-        for group in _groups_by_tool(commands):
+        for group in _groups(commands):
             try:
                 stdout = self._run_group(group)
             except CommandError as error:
@@ -165,6 +177,14 @@ class Ip:
         argv = ["ip", "-d", "-j", "link", "show"] + (["type", kind] if kind else [])
         return json.loads(self.run(argv) or "[]")
 
+    def close(self):
+        """Ends the processes waiting for input (no input: they exit at once)."""
+        waiting, self._waiting = self._waiting, {}
+        for started in waiting.values():
+            process = started.get()
+            if isinstance(process, _BatchProcess):
+                process.finish(b"")
+
     def _run_group(self, group):
         tool = group[0][0]
         lines = [shlex.join(argv) for argv in group]
@@ -173,12 +193,13 @@ class Ip:
         for line, batch in zip(lines, batches):
             self._log.started(line, batch)
         started = time.monotonic()
-        if len(group) == 1:
-            code, stdout, stderr = self._execute(tool, group[0][1:])
-            failed_index = 0 if code else None
-        else:
+        if _batchable(group[0]):
             code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group])
             failed_index = _failed_line(stderr, len(group)) if code else None
+            stderr = _BATCH_NOTE.sub("", stderr)
+        else:
+            code, stdout, stderr = self._execute(tool, group[0][1:])
+            failed_index = 0 if code else None
         duration = time.monotonic() - started
         for index, (line, batch) in enumerate(zip(lines, batches)):
             if failed_index is None or index < failed_index:
@@ -190,51 +211,121 @@ class Ip:
         if failed_index is not None:
             error = CommandError(f"`{lines[failed_index]}` failed: "
                                  f"{stderr.strip() or _status(code)}", stderr)
-            # a killed batch may have run any of its lines: count them all as done
-            error.failed_index = len(group) if code == TIMED_OUT else failed_index
+            # a killed process may have run any of its lines: count them all as done
+            killed = code < 0 and code != NOT_STARTED
+            error.failed_index = len(group) if killed else failed_index
             raise error
         return stdout
 
     def _execute_batch(self, tool, arg_lists):
-        with _memory_file("vxlan-batch") as script:
-            for args in arg_lists:
-                if any(not arg or re.search(r"[\s\"'\\#]", arg) for arg in args):
-                    raise CommandError(f"refusing to batch an argument list {args!r}")
-                script.write((" ".join(args) + "\n").encode())
-            script.flush()
-            # the child inherits the file and opens it anew by its /proc path
-            # (sh closes every other descriptor in its children)
-            fd = script.fileno()
-            os.set_inheritable(fd, True)
-            return self._execute(tool, ["-batch", f"/proc/self/fd/{fd}"], pass_fds={fd})
+        """Hands the lines to a waiting `TOOL -batch -` (and starts the next one)."""
+        script = "".join(" ".join(args) + "\n" for args in arg_lists).encode()
+        waiting = self._waiting.pop(tool, None)
+        try:
+            return self._feed(tool, waiting, script)
+        finally:
+            # the next one starts once this one is done, not competing with it
+            self._waiting[tool] = self._pool.spawn(_start_batch_process, self._command(tool))
 
-    def _execute(self, tool, args, pass_fds=()):
-        """Runs TOOL ARGS in a pool thread; returns (exit code, stdout, stderr)."""
-        command = self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
+    def _feed(self, tool, waiting, script):
+        failure = ""
+        for _ in range(2):
+            process = (waiting or self._pool.spawn(_start_batch_process,
+                                                   self._command(tool))).get()
+            waiting = None
+            if isinstance(process, Exception):  # nothing ran
+                failure = f"could not start {tool}: {process}"
+                continue
+            try:
+                return self._wait(self._pool.spawn(process.finish, script), process.kill)
+            except BrokenPipeError:  # it died while waiting, before reading a line
+                failure = f"{tool} -batch - exited before reading its input"
+        return NOT_STARTED, "", failure
+
+    def _execute(self, tool, args):
+        """Runs TOOL ARGS as its own process; returns (exit code, stdout, stderr)."""
         started = {}
 
         def start_and_wait():
-            started["process"] = command(*args, _bg=True, _bg_exc=False, _out=out, _err=err,
-                                         _ok_code=list(range(256)), _pass_fds=pass_fds)
-            try:
-                started["process"].wait()
-            except sh.SignalException as error:
-                return error.exit_code
-            return started["process"].exit_code
+            with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
+                started["process"] = self._command(tool)(*args, **_sh_args(_DEVNULL, out, err))
+                return _exit_code(started["process"]), _read(out), _read(err)
 
-        with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
-            result = self._pool.spawn(start_and_wait)
-            try:
-                code = result.get(timeout=self._timeout)
-            except gevent.Timeout:
-                _kill(started.get("process"))
-                result.get()  # reap it
-                code = TIMED_OUT
-                err.write(f"timed out after {self._timeout:g} s and was killed".encode())
-            out.seek(0)
-            err.seek(0)
-            return code, out.read().decode(errors="replace"), err.read().decode(
-                errors="replace")
+        return self._wait(self._pool.spawn(start_and_wait),
+                          lambda: _kill(started.get("process")))
+
+    def _wait(self, result, kill):
+        """The result of a pool task running a process, killing it on timeout."""
+        try:
+            return result.get(timeout=self._timeout)
+        except gevent.Timeout:
+            kill()
+            code, stdout, stderr = result.get()  # reaped
+            return TIMED_OUT, stdout, (
+                f"{stderr}timed out after {self._timeout:g} s and was killed")
+
+    def _command(self, tool):
+        return self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
+
+
+class _BatchProcess:
+    """`TOOL -batch -`, started and waiting for its lines on standard input.
+    Its methods other than kill block: they run in pool threads."""
+
+    def __init__(self, command):
+        read_end, self._stdin = os.pipe()
+        self._out = _memory_file("vxlan-out")
+        self._err = _memory_file("vxlan-err")
+        try:
+            with open(read_end, "rb", buffering=0) as stdin:  # the child has its own copy
+                self._process = command("-batch", "-", **_sh_args(stdin, self._out, self._err))
+        except BaseException:
+            os.close(self._stdin)
+            self._out.close()
+            self._err.close()
+            raise
+
+    def finish(self, script):
+        """Writes the lines, closes its input, waits for it; (code, stdout, stderr)."""
+        try:
+            with open(self._stdin, "wb", buffering=0) as stdin:
+                stdin.write(script)
+            return _exit_code(self._process), _read(self._out), _read(self._err)
+        finally:
+            self._out.close()
+            self._err.close()
+
+    def kill(self):
+        _kill(self._process)
+
+
+def _start_batch_process(command):
+    """A started _BatchProcess, or the error that prevented it: returned, not
+    raised, since the start may run before anyone waits for it."""
+    try:
+        return _BatchProcess(command)
+    except Exception as error:
+        return error
+
+
+def _sh_args(stdin, out, err):
+    """How sh runs our processes: standard input, output and error are files
+    (sh then needs no pipe and no thread to feed or drain them), any exit code
+    is returned rather than raised, and the wait is ours (see the module doc)."""
+    return dict(_bg=True, _bg_exc=False, _in=stdin, _out=out, _err=err, _ok_code=_ANY_EXIT)
+
+
+def _exit_code(process):
+    try:
+        process.wait()
+    except sh.SignalException as error:
+        return error.exit_code
+    return process.exit_code
+
+
+def _read(memory_file):
+    memory_file.seek(0)
+    return memory_file.read().decode(errors="replace")
 
 
 def _memory_file(name):
@@ -251,11 +342,25 @@ def _kill(process):
             pass
 
 
-def _groups_by_tool(commands):
+_ANY_EXIT = list(range(256))
+_DEVNULL = open(os.devnull, "rb")  # the standard input of queries
+_BATCH_NOTE = re.compile(r"^Command failed .*\n?", re.MULTILINE)
+
+
+def _batchable(argv):
+    """Whether a command can be a line of `TOOL -batch -`: no options before
+    the command, and no word that the batch parser would split or quote."""
+    return not argv[1].startswith("-") and all(
+        arg and not re.search(r"[\s\"'\\#]", arg) for arg in argv[1:])
+
+
+def _groups(commands):
+    """Runs of batchable commands of one tool; any other command on its own."""
     groups = []
     for argv in commands:
-        if groups and groups[-1][0][0] == argv[0]:
-            groups[-1].append(argv)
+        last = groups[-1] if groups else None
+        if last and _batchable(argv) and _batchable(last[0]) and last[0][0] == argv[0]:
+            last.append(argv)
         else:
             groups.append([argv])
     return groups
@@ -270,4 +375,6 @@ def _failed_line(stderr, size):
 def _status(code):
     if code == TIMED_OUT:
         return "timed out"
+    if code == NOT_STARTED:
+        return "not started"
     return f"failed (killed by signal {-code})" if code < 0 else f"failed (exit {code})"

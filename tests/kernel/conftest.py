@@ -175,10 +175,15 @@ def endpoint_request(network_id, endpoint_id, address="10.42.0.2/24", mac=""):
             "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}}
 
 
-SLOW_IP = """#!/bin/sh
-# ip, made slow while the flag file exists (to hold a request inside a command)
-[ -e "{flag}" ] && sleep {seconds}
-exec {real_ip} "$@"
+SLOW_IP = """#!{python}
+# ip, made slow while the flag file exists (to hold a request inside a command).
+# `ip -batch -` is started ahead of need, so it is slow once its input arrives.
+import os, select, sys, time
+if sys.argv[1:3] == ["-batch", "-"]:
+    select.select([0], [], [])
+if os.path.exists({flag!r}):
+    time.sleep({seconds})
+os.execv({real_ip!r}, ["ip"] + sys.argv[1:])
 """
 
 
@@ -190,8 +195,8 @@ def slow_ip_env(workdir, seconds):
                    if os.path.exists(p))
     path = os.path.join(bindir, "ip")
     with open(path, "w") as f:
-        f.write(SLOW_IP.format(flag=os.path.join(workdir, "slow"), seconds=seconds,
-                               real_ip=real_ip))
+        f.write(SLOW_IP.format(python=sys.executable, flag=os.path.join(workdir, "slow"),
+                               seconds=seconds, real_ip=real_ip))
     os.chmod(path, 0o755)
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]}
 

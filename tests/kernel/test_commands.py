@@ -1,0 +1,100 @@
+"""How commands reach `ip`: an `ip -batch -` started ahead of need takes each
+request's lines. It must act on the links as they are when the request comes
+(not when it started), survive being killed while it waits, and go with the
+plugin."""
+
+import os
+import signal
+
+from tests.kernel.conftest import endpoint_request, new_id
+from tests.kernel.test_links import create_and_join, join
+from tests.kernel.test_recovery import wait_for
+
+
+def waiting_batch_processes(pid):
+    """PIDs of the plugin's children that are `ip -batch -`."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in f.read().split():
+                argv = cmdline(int(child))
+                if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
+                    found.append(int(child))
+    return found
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode() for part in f.read().split(b"\0") if part]
+    except FileNotFoundError:
+        return None
+
+
+def running(pid):
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def one_waiting(plugin):
+    wait_for(lambda: len(waiting_batch_processes(plugin.process.pid)) == 1)
+    return waiting_batch_processes(plugin.process.pid)[0]
+
+
+def join_commands(plugin, endpoint_id):
+    return [(r["cmd"], r["status"]) for r in plugin.audit()
+            if r["event"] == "result" and r.get("endpoint") == endpoint_id
+            and r.get("rpc") == "Join"]
+
+
+def test_a_waiting_process_sees_links_as_they_are_when_used(plugin, netns):
+    network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "40"})
+    vxlan = "vx_" + network_id[:12]
+    one_waiting(plugin)
+    # Behind the plugin's back, its vxlan is made anew: same name, new index.
+    old_index = netns.link(vxlan)["ifindex"]
+    netns.ip("link", "delete", "dev", vxlan)
+    netns.ip("link", "add", vxlan, "type", "vxlan", "id", "40", "dev", "eth0", "dstport", "4789")
+    netns.ip("link", "set", "dev", vxlan, "alias", "docker-vxlan-plugin:" + network_id, "up")
+    new_index = netns.link(vxlan)["ifindex"]
+    assert new_index != old_index
+
+    second = new_id()
+    plugin.ok("CreateEndpoint", endpoint_request(network_id, second, "10.42.0.3/24"))
+    join(plugin, network_id, second)
+    macvlan = netns.link("macvlan_" + second[:7])
+    assert macvlan["link"] == vxlan  # named by the index it has now
+    # one command, right the first time: no stale index, no retry
+    assert [status for _, status in join_commands(plugin, second)] == ["ok"]
+
+
+def test_a_waiting_process_killed_is_replaced(plugin, netns):
+    network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "41"})
+    killed = one_waiting(plugin)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not running(killed))
+
+    second = new_id()
+    plugin.ok("CreateEndpoint", endpoint_request(network_id, second, "10.42.0.3/24"))
+    join(plugin, network_id, second)
+    assert "macvlan_" + second[:7] in netns.link_names()
+    assert [status for _, status in join_commands(plugin, second)] == ["ok"]
+    assert one_waiting(plugin) != killed
+
+
+def test_waiting_processes_go_with_the_plugin(plugin):
+    create_and_join(plugin, {"VxlanId": "42"})
+    waiting = one_waiting(plugin)
+    assert plugin.stop(signal.SIGTERM) == 0
+    assert not running(waiting)
+
+    plugin.start()
+    create_and_join(plugin, {"VxlanId": "43"})
+    waiting = one_waiting(plugin)
+    plugin.stop(signal.SIGKILL)
+    # its input closes with the plugin: it reads the end of it and exits
+    wait_for(lambda: not running(waiting))
