@@ -224,8 +224,11 @@ class Ip:
         try:
             return self._feed(tool, waiting, script)
         finally:
-            # the next one starts once this one is done, not competing with it
-            self._waiting[tool] = self._pool.spawn(_start_batch_process, self._command(tool))
+            # the next one starts once this one is done, not competing with it;
+            # concurrent requests start their own, and only one waits
+            if tool not in self._waiting:
+                self._waiting[tool] = self._pool.spawn(_start_batch_process,
+                                                       self._command(tool))
 
     def _feed(self, tool, waiting, script):
         failure = ""

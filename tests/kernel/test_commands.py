@@ -3,10 +3,12 @@ request's lines. It must act on the links as they are when the request comes
 (not when it started), survive being killed while it waits, and go with the
 plugin."""
 
+import concurrent.futures
 import os
 import signal
+import time
 
-from tests.kernel.conftest import endpoint_request, new_id
+from tests.kernel.conftest import endpoint_request, network_request, new_id
 from tests.kernel.test_links import create_and_join, join
 from tests.kernel.test_recovery import wait_for
 
@@ -98,3 +100,18 @@ def test_waiting_processes_go_with_the_plugin(plugin):
     plugin.stop(signal.SIGKILL)
     # its input closes with the plugin: it reads the end of it and exits
     wait_for(lambda: not running(waiting))
+
+
+def test_concurrent_requests_leave_one_waiting_process(plugin, netns):
+    # Joins on one network wait for each other; on different networks they run at once
+    pairs = []
+    for number in range(10):
+        network_id, endpoint_id = new_id(), new_id()
+        plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": str(50 + number)}))
+        plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
+        pairs.append((network_id, endpoint_id))
+    with concurrent.futures.ThreadPoolExecutor(len(pairs)) as pool:
+        list(pool.map(lambda pair: join(plugin, *pair), pairs))
+    assert {"macvlan_" + e[:7] for _, e in pairs} <= netns.link_names()
+    time.sleep(1)  # any process started for them is up by now
+    assert len(waiting_batch_processes(plugin.process.pid)) == 1
