@@ -12,10 +12,11 @@ as its own command, exactly as `TOOL LINE` would run it.
 
 How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
 process is started and waited for in a real thread of our own pool, because
-waiting for a child blocks the thread that waits; standard input, output and
-error are files (memory files for output), never pipes read by sh's helper
-threads; and sh's own `_timeout` is not used (it polls, adding ~100 ms to every
-command): a gevent timeout kills the child instead.
+waiting for a child blocks the thread that waits; its standard input is
+/dev/null or a pipe we write ourselves and its output goes to memory files, so
+sh's helper threads never feed or drain a pipe; and sh's own `_timeout` is not
+used (it polls, adding ~100 ms to every command): a gevent timeout kills the
+child instead.
 """
 
 import contextvars
