@@ -102,7 +102,7 @@ class Driver:
             if network and network_id in self.vxlans_here:
                 self.delete_links([cmd.link_delete(network.link)])
                 self.vxlans_here.discard(network_id)
-            for endpoint in [e for e in self.endpoints.values() if e.network_id == network_id]:
+            for endpoint in self.endpoints_of(network_id):
                 self.forget_endpoint(endpoint.id)
             self.state.delete("networks", network_id)
             self.networks.pop(network_id, None)
@@ -137,8 +137,7 @@ class Driver:
     def delete_endpoint(self, network_id, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
         with self.network_locks[network_id]:
-            others = [e for e in self.endpoints.values()
-                      if e.network_id == network_id and e.id != endpoint_id]
+            others = [e for e in self.endpoints_of(network_id) if e.id != endpoint_id]
             network = self.networks.get(network_id)
             last = network is not None and not others and network_id in self.vxlans_here
             self.delete_links(delete_endpoint_commands(network, endpoint, last))
@@ -244,6 +243,10 @@ class Driver:
         if endpoint is None:
             raise PluginError(f"endpoint {endpoint_id[:12]} is unknown to the vxlan driver")
         return endpoint
+
+    def endpoints_of(self, network_id):
+        """The network's endpoints on this host (a list: callers may forget some)."""
+        return [e for e in self.endpoints.values() if e.network_id == network_id]
 
     def forget_endpoint(self, endpoint_id):
         self.state.delete("endpoints", endpoint_id)

@@ -84,16 +84,12 @@ def forget_what_docker_forgot(driver, docker, network_ids, endpoint_ids):
                 driver.delete_network(network_id)
                 removed.append(network_id)
             continue
-        for endpoint_id in endpoint_ids & _endpoints_of_network(driver, network_id):
+        for endpoint_id in endpoint_ids & {e.id for e in driver.endpoints_of(network_id)}:
             if endpoint_id not in endpoints_in_docker:
                 log.info("endpoint %s no longer exists in Docker: removing it", endpoint_id[:12])
                 driver.delete_endpoint(network_id, endpoint_id)
                 removed.append(endpoint_id)
     return removed
-
-
-def _endpoints_of_network(driver, network_id):
-    return {e.id for e in list(driver.endpoints.values()) if e.network_id == network_id}
 
 
 def remove_unused_links(driver):
@@ -114,7 +110,7 @@ def remove_unused_links(driver):
                 removed.append(name)
     for name, network_id in ours.items():
         with driver.network_locks[network_id]:
-            if network_id in driver.networks and _endpoints_of_network(driver, network_id):
+            if network_id in driver.networks and driver.endpoints_of(network_id):
                 continue
             driver.delete_links([cmd.link_delete(name)])
             driver.vxlans_here.discard(network_id)
