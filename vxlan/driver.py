@@ -83,7 +83,8 @@ class Driver:
     def create_network(self, network_id, options, ipv4_data, ipv6_data):
         generic = (options or {}).get("com.docker.network.generic") or {}
         net_options = parse_options(generic, self.vtepdev)
-        network = Network(network_id, net_options, _gateway(ipv4_data), _gateway(ipv6_data),
+        gateways = _gateways((ipv4_data or []) + (ipv6_data or []))
+        network = Network(network_id, net_options, gateways.get(4), gateways.get(6),
                           bool((options or {}).get("com.docker.network.internal")))
         with self._create_lock:
             check_host(network, self.ip.links(), self.networks.values())
@@ -221,12 +222,7 @@ class Driver:
             if network_id in self.networks:
                 return self.networks[network_id]
             info = self.docker.network(network_id)
-            configs = (info.get("IPAM") or {}).get("Config") or []
-            gateways = {}
-            for config in configs:
-                if config.get("Gateway"):
-                    address = ipaddress.ip_interface(config["Gateway"]).ip
-                    gateways.setdefault(address.version, str(address))
+            gateways = _gateways((info.get("IPAM") or {}).get("Config") or [])
             network = Network(network_id, parse_options(info.get("Options") or {}, self.vtepdev),
                               gateways.get(4), gateways.get(6), bool(info.get("Internal")))
             self.state.save("networks", network_id, network.record())
@@ -362,16 +358,19 @@ def _underlay_family(options):
     return ipaddress.ip_address(peers[0]).version if peers else 4
 
 
-def _gateway(ip_data):
-    """The first gateway of Docker's IPv4Data/IPv6Data (api.py checked their types)."""
-    for entry in ip_data or []:
+def _gateways(entries):
+    """{4: address, 6: address}: the first Gateway of each family among Docker's
+    IPv4Data/IPv6Data or IPAM Config entries (api.py checked their types)."""
+    gateways = {}
+    for entry in entries:
         gateway = entry.get("Gateway")
         if gateway:
             try:
-                return str(ipaddress.ip_interface(gateway).ip)
+                address = ipaddress.ip_interface(gateway).ip
             except ValueError:
                 raise PluginError(f"gateway {gateway!r} is not an IP address") from None
-    return None
+            gateways.setdefault(address.version, str(address))
+    return gateways
 
 
 def _choose_mac(endpoint_id, interface):
