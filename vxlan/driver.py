@@ -279,8 +279,8 @@ def check_host(network, links, known_networks):
         raise OptionError(f"a link named {network.link} already exists on this host and was "
                           "not created by docker-vxlan-plugin; choose another vxlanName")
     for link in links:
-        data = link.get("linkinfo", {}).get("info_data", {})
-        if (link.get("linkinfo", {}).get("info_kind") == "vxlan" and link is not existing
+        data = cmd.data_of(link)
+        if (cmd.kind_of(link) == "vxlan" and link is not existing
                 and data.get("id") == options.get("VxlanId")
                 and data.get("port") == options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: the vxlan "
@@ -293,9 +293,8 @@ def is_network_link(link, network):
 
 
 def is_go_original_link(link, network):
-    data = link.get("linkinfo", {}).get("info_data", {})
     return (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network.id[:12]
-            and data.get("id") == network.options.get("VxlanId"))
+            and cmd.data_of(link).get("id") == network.options.get("VxlanId"))
 
 
 # --- the commands of each step: used by the driver and by `explain` ----------------

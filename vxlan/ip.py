@@ -75,6 +75,16 @@ def owner_of(link):
     return alias[len(OWNER_PREFIX):] if alias.startswith(OWNER_PREFIX) else None
 
 
+def kind_of(link):
+    """"vxlan", "macvlan", ... of a link as `ip -d -j link` shows it."""
+    return link.get("linkinfo", {}).get("info_kind")
+
+
+def data_of(link):
+    """The kind's own settings (a vxlan's id, port, ...) as `ip -d -j link` shows them."""
+    return link.get("linkinfo", {}).get("info_data", {})
+
+
 # --- the log ----------------------------------------------------------------------
 
 class CommandLog:

@@ -98,10 +98,10 @@ def remove_unused_links(driver):
     removed = []
     links = driver.ip.links()
     ours = {link["ifname"]: cmd.owner_of(link) for link in links
-            if link.get("linkinfo", {}).get("info_kind") == "vxlan" and cmd.owner_of(link)}
+            if cmd.kind_of(link) == "vxlan" and cmd.owner_of(link)}
     for link in links:
         name = link["ifname"]
-        if (link.get("linkinfo", {}).get("info_kind") == "macvlan" and link.get("link") in ours
+        if (cmd.kind_of(link) == "macvlan" and link.get("link") in ours
                 and name.startswith("macvlan_")):
             network_id = ours[link["link"]]
             if not any(e.link == name for e in driver.endpoints.values()):

@@ -5,6 +5,7 @@ import pytest
 
 from vxlan import recovery
 from vxlan.driver import Driver
+from vxlan.ip import kind_of
 from vxlan.errors import CommandError, DockerLookupError, OptionError, PluginError
 from vxlan.state import StateStore
 
@@ -43,7 +44,7 @@ class RecordingIp:
 
     def links(self, kind=None):
         return [link for link in self.existing.values()
-                if kind is None or link.get("linkinfo", {}).get("info_kind") == kind]
+                if kind is None or kind_of(link) == kind]
 
     def link(self, name):
         return self.existing.get(name)
