@@ -8,7 +8,8 @@ import shlex
 
 import pytest
 
-IMAGE = "busybox-local:latest"
+from demo import plugin_links  # scripts/demo.py
+from lab import IMAGE  # scripts/lab.py
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +50,6 @@ def inspect(host, name):
 
 def in_container(host, name, command):
     return host.docker("exec", name, "sh", "-c", command).stdout
-
-
-def plugin_links(host):
-    return sorted(link["ifname"] for link in host.links()
-                  if link["ifname"].startswith(("vx_", "macvlan_")))
 
 
 def test_user_story(host, cleanup):

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from demo import plugin_links  # scripts/demo.py
+from lab import IMAGE  # scripts/lab.py
 from tests import rpc
 
 REPO = Path(__file__).resolve().parents[2]
-BUSYBOX = "busybox-local:latest"
 PLUGIN_IMAGE = "docker-vxlan-plugin:test"
 MANAGED = "vxlan-managed:latest"     # not "vxlan": the image test's plugin has that name
 UNIT = REPO / "scripts" / "systemd" / "docker-vxlan-plugin.service"
@@ -67,11 +68,6 @@ def install_managed_plugin(host, name, plugin_dir, *settings):
                 f"state.source={state}", *settings)
     host.docker("plugin", "enable", name, timeout=120)
     return state
-
-
-def plugin_links(host):
-    return sorted(link["ifname"] for link in host.links()
-                  if link["ifname"].startswith(("vx_", "macvlan_")))
 
 
 def address_of(host, container, network):
@@ -125,7 +121,7 @@ def story(host, undo, driver, vxlan_id):
         "--gateway", f"10.{vxlan_id}.0.254", net).stdout.strip()
     for name in ("a", "b"):
         undo.append(("rm", "-f", f"{net}-{name}"))
-        host.docker("run", "-d", "--name", f"{net}-{name}", "--net", net, BUSYBOX, "sleep", "600")
+        host.docker("run", "-d", "--name", f"{net}-{name}", "--net", net, IMAGE, "sleep", "600")
     ping(host, f"{net}-a", address_of(host, f"{net}-b", net))
     ping(host, f"{net}-b", address_of(host, f"{net}-a", net))
     vxlan = vxlan_of(host, network_id)

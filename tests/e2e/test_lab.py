@@ -54,8 +54,8 @@ def test_containers_reach_each_other_over_a_vxlan(lab2):
             h.docker("network", "create", "-d", "macvlan", "-o", "parent=vxt",
                      "--subnet", "10.77.0.0/24", "--ip-range", f"10.77.0.{128 * i}/25", "net77")
         h2.docker("run", "-d", "--name", "c2", "--net", "net77", "--ip", "10.77.0.133",
-                  "busybox-local", "sleep", "60")
-        out = h1.docker("run", "--rm", "--net", "net77", "busybox-local",
+                  lablib.IMAGE, "sleep", "60")
+        out = h1.docker("run", "--rm", "--net", "net77", lablib.IMAGE,
                         "ping", "-c", "2", "-W", "2", "10.77.0.133").stdout
         assert " 0% packet loss" in out
     finally:
@@ -67,8 +67,8 @@ def test_containers_reach_each_other_over_a_vxlan(lab2):
 
 def test_busybox_image_has_true_and_tmp(lab1):
     (h,) = lab1.hosts
-    h.docker("run", "--rm", "--net", "none", "busybox-local", "true")
-    out = h.docker("run", "--rm", "--net", "none", "busybox-local",
+    h.docker("run", "--rm", "--net", "none", lablib.IMAGE, "true")
+    out = h.docker("run", "--rm", "--net", "none", lablib.IMAGE,
                    "sh", "-c", "test -d /tmp && hostname && echo ok").stdout
     assert out.split()[-1] == "ok"
     assert h.run_in_ns("hostname").stdout.strip() == "h1"

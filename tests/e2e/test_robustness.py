@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-IMAGE = "busybox-local:latest"
+from demo import plugin_links  # scripts/demo.py
+from lab import IMAGE  # scripts/lab.py
 PLUGIN_ARGS = ["--vtepdev", "eth0"]
 
 
@@ -70,11 +71,6 @@ def endpoint_id(host, name, network):
 def ping(host, container, target):
     done = host.docker("exec", container, "ping", "-c", "2", "-W", "3", target, check=False)
     assert done.returncode == 0, f"{container} -> {target}: {done.stdout}{done.stderr}"
-
-
-def plugin_links(host):
-    return sorted(link["ifname"] for link in host.links()
-                  if link["ifname"].startswith(("vx_", "macvlan_")))
 
 
 def vxlans(host):
