@@ -175,6 +175,25 @@ def endpoint_request(network_id, endpoint_id, address="10.42.0.2/24", mac=""):
             "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}}
 
 
+def join(plugin, network_id, endpoint_id):
+    return plugin.ok("Join", {"NetworkID": network_id, "EndpointID": endpoint_id,
+                              "SandboxKey": "/var/run/docker/netns/x", "Options": {}})
+
+
+def create_and_join(plugin, options, address="10.42.0.2/24", mac=""):
+    network_id, endpoint_id = new_id(), new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, options))
+    answer = plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id, address, mac))
+    return network_id, endpoint_id, answer, join(plugin, network_id, endpoint_id)
+
+
+def wait_for(predicate, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
 SLOW_IP = """#!{python}
 # ip, made slow while the flag file exists (to hold a request inside a command).
 # `ip -batch -` is started ahead of need, so it is slow once its input arrives.

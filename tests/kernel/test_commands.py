@@ -8,9 +8,8 @@ import os
 import signal
 import time
 
-from tests.kernel.conftest import endpoint_request, network_request, new_id
-from tests.kernel.test_links import create_and_join, join
-from tests.kernel.test_recovery import wait_for
+from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
+                                   new_id, wait_for)
 
 
 def waiting_batch_processes(pid):

@@ -7,19 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.kernel.conftest import endpoint_request, network_request, new_id
-
-
-def join(plugin, network_id, endpoint_id):
-    return plugin.ok("Join", {"NetworkID": network_id, "EndpointID": endpoint_id,
-                              "SandboxKey": "/var/run/docker/netns/x", "Options": {}})
-
-
-def create_and_join(plugin, options, address="10.42.0.2/24", mac=""):
-    network_id, endpoint_id = new_id(), new_id()
-    plugin.ok("CreateNetwork", network_request(network_id, options))
-    answer = plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id, address, mac))
-    return network_id, endpoint_id, answer, join(plugin, network_id, endpoint_id)
+from tests.kernel.conftest import (Plugin, create_and_join, endpoint_request, join,
+                                   network_request, new_id)
 
 
 def vxlan_data(link):
@@ -179,7 +168,6 @@ def test_failed_join_rolls_back_what_it_created(plugin, netns):
     ({"VxlanId": "15", "Group": "239.1.1.1", "Peers": "192.0.2.2"}, "exclude each other"),
 ])
 def test_rejected_network_leaves_nothing(netns, workdir, options, message):
-    from tests.kernel.conftest import Plugin
     plugin = Plugin(netns, workdir).start()  # no --vtepdev: VtepDev is the option's
     try:
         options = {"VtepDev": "eth0", **options} if "VtepDev" not in options else options

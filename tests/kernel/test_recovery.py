@@ -1,18 +1,11 @@
 """Restarts: the plugin killed and started again keeps its networks, adopts the
 Go original's links, and removes only unused links it provably owns."""
 
+import os
 import signal
-import time
 
-from tests.kernel.conftest import endpoint_request, network_request, new_id
-from tests.kernel.test_links import create_and_join, join
-
-
-def wait_for(predicate, seconds=10):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
+                                   new_id, wait_for)
 
 
 def test_sigkill_and_restart_keeps_networks_and_endpoints(plugin, netns):
@@ -65,7 +58,6 @@ def test_go_original_vxlan_is_adopted_not_duplicated(plugin, netns):
 
 
 def test_corrupt_state_file_is_logged_not_fatal(plugin, netns):
-    import os
     network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "35"})
     plugin.stop()
     with open(os.path.join(plugin.state_dir, "networks", "f" * 64 + ".json"), "w") as f:
