@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --tag) tag=${2:?}; shift 2 ;;
     --base-tar) base_tar=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done

@@ -23,7 +23,7 @@ trap 'echo "install.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 for arg in "$@"; do
   case $arg in
     --test) with_test=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done

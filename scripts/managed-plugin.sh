@@ -23,7 +23,7 @@ die() { echo "managed-plugin.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case $1 in
     --image) image=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     -*) die "unknown argument: $1 (see --help)" ;;
     *) break ;;
   esac
