@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests import rpc
+from tests.rpc import endpoint_request, network_request, new_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -156,23 +157,6 @@ def plugin(netns, workdir):
         yield started
     finally:
         started.stop()
-
-
-def network_request(network_id, options, subnet="10.42.0.0/24", gateway="10.42.0.254/24"):
-    return {"NetworkID": network_id,
-            "Options": {"com.docker.network.enable_ipv6": False,
-                        "com.docker.network.generic": options},
-            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": gateway}],
-            "IPv6Data": []}
-
-
-def new_id():
-    return secrets.token_hex(32)
-
-
-def endpoint_request(network_id, endpoint_id, address="10.42.0.2/24", mac=""):
-    return {"NetworkID": network_id, "EndpointID": endpoint_id,
-            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac}}
 
 
 def join(plugin, network_id, endpoint_id):
