@@ -330,7 +330,7 @@ class Host:
 
     # -- dockerd ---------------------------------------------------------------
 
-    def _start_dockerd(self, extra_args=()) -> None:
+    def _start_dockerd(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
         config = os.path.join(self.dir, "daemon.json")
         Path(config).write_text("{}\n")
@@ -341,7 +341,7 @@ class Host:
             "-H", self.docker_host,
             "--pidfile", os.path.join(self.dir, "docker.pid"),
             "--bridge=none", "--iptables=false", "--ip-masq=false",
-            "--shutdown-timeout=2", *extra_args,
+            "--shutdown-timeout=2",
         ]
         self._dockerd_argv = dockerd
         # Inside a private mount namespace: drop the copies of /run/netns
@@ -362,15 +362,18 @@ class Host:
         )
         for mount_point in ("/run/docker", "/run/containerd"):    # empty dirs
             os.makedirs(mount_point, exist_ok=True)
-        with open(self.dockerd_log, "ab") as log:
-            self._dockerd_popen = subprocess.Popen(
-                ["unshare", "-m", "-u", "--propagation", "private",
-                 "nsenter", f"--net=/run/netns/{self.netns}",
-                 "sh", "-c", script, "dvl-host", *dockerd],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd="/")
         # unshare and nsenter (no -F needed: it forks only for a PID
         # namespace) exec in place, and so does sh: this PID becomes dockerd.
+        self._spawn_dockerd(["unshare", "-m", "-u", "--propagation", "private",
+                             "nsenter", f"--net=/run/netns/{self.netns}",
+                             "sh", "-c", script, "dvl-host", *dockerd])
+
+    def _spawn_dockerd(self, argv) -> None:
+        """Runs ARGV, which execs dockerd in place, with its output in dockerd_log."""
+        with open(self.dockerd_log, "ab") as log:
+            self._dockerd_popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd="/")
         self.dockerd_pid = self._dockerd_popen.pid
         self.dockerd_start = _starttime(self.dockerd_pid)
 
@@ -392,13 +395,7 @@ class Host:
                 self._dockerd_popen.wait(5)
             if while_stopped:
                 while_stopped()
-            with open(self.dockerd_log, "ab") as log:
-                self._dockerd_popen = subprocess.Popen(
-                    self.nsenter_prefix() + self._dockerd_argv,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, cwd="/")
-            self.dockerd_pid = self._dockerd_popen.pid       # nsenter execs in place
-            self.dockerd_start = _starttime(self.dockerd_pid)
+            self._spawn_dockerd(self.nsenter_prefix() + self._dockerd_argv)  # nsenter execs
             self.lab._save()
             if while_starting:
                 while_starting()
@@ -430,10 +427,10 @@ class Host:
 
     # -- plugin ----------------------------------------------------------------
 
-    def start_plugin(self, args=(), env=None, *, python=None, driver="vxlan",
+    def start_plugin(self, args=(), env=None, *,
                      timeout=PLUGIN_START_TIMEOUT) -> subprocess.Popen:
         """Starts the plugin (``python -m vxlan``) inside this host and waits
-        until its socket /run/docker/plugins/DRIVER.sock accepts connections.
+        until its socket /run/docker/plugins/vxlan.sock accepts connections.
 
         The plugin gets --socket, --state-dir DIR/plugin-state and --audit-log
         DIR/audit.jsonl, then args; DOCKER_HOST points at this host's dockerd
@@ -441,9 +438,9 @@ class Host:
         DIR/plugin.log.  Returns the Popen, whose pid is the plugin's own."""
         if self._plugin_popen is not None and self._plugin_popen.poll() is None:
             raise LabError(f"{self.name}: a plugin is already running (pid {self.plugin_pid})")
-        sock = f"/run/docker/plugins/{driver}.sock"
+        sock = "/run/docker/plugins/vxlan.sock"
         cmd = self.nsenter_prefix() + [
-            python or self.lab.python, "-m", "vxlan",
+            self.lab.python, "-m", "vxlan",
             "--socket", sock,
             "--state-dir", self.plugin_state_dir,
             "--audit-log", self.audit_log_path,
@@ -551,22 +548,18 @@ class Lab:
     call up() and down() (down is always safe to call)."""
 
     def __init__(self, n: int = 1, *, image: bool = True, python: str = None,
-                 ipv6: bool = True, base_dir: str = None, persistent: bool = False,
-                 dockerd_args=()):
+                 ipv6: bool = True, persistent: bool = False):
         if n < 1 or n > 200:
             raise ValueError("a lab has 1 to 200 hosts")
         self.n = n
         self.image = image
         self.python = python or _default_python()
         self.ipv6 = ipv6
-        self.base_dir = base_dir
         self.persistent = persistent          # made by "lab.py up": no atexit down
-        self.dockerd_args = list(dockerd_args)
         self.prefix = None
         self.dir = None
         self.switch_ns = None
         self.hosts = []
-        self._image_tar = None
         self._atexit = False
         self.owner = (os.getpid(), _starttime(os.getpid()))
         self.timings = {}                     # seconds: network, dockerd, image, up, down
@@ -603,7 +596,7 @@ class Lab:
                 break
         self.prefix = prefix
         self.switch_ns = f"{prefix}-sw"
-        self.dir = tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.base_dir)
+        self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
         self.hosts = [Host(self, i) for i in range(1, self.n + 1)]
         if not self.persistent:
             atexit.register(self.down)
@@ -613,7 +606,7 @@ class Lab:
             self._make_network()
             t1 = time.monotonic()
             for h in self.hosts:
-                h._start_dockerd(self.dockerd_args)
+                h._start_dockerd()
             self._save()
             deadline = time.monotonic() + DOCKERD_START_TIMEOUT
             for h in self.hosts:
@@ -770,8 +763,9 @@ class Lab:
     def image_tar(self) -> str:
         """A rootfs tar of busybox-static with a link per applet (made once
         per lab, in the lab's directory)."""
-        if self._image_tar and os.path.exists(self._image_tar):
-            return self._image_tar
+        path = os.path.join(self.dir, "busybox-local.tar")
+        if os.path.exists(path):  # written aside and renamed: whole if there
+            return path
         busybox = shutil.which("busybox")
         if not busybox:
             raise LabError("busybox not found: install busybox-static (scripts/install.sh --test)")
@@ -780,7 +774,6 @@ class Lab:
             if b"ld-linux" in f.read(8192):
                 raise LabError(f"{busybox} is dynamically linked: install busybox-static")
         applets = run([busybox, "--list"]).stdout.split()
-        path = os.path.join(self.dir, "busybox-local.tar")
         with tarfile.open(path + ".tmp", "w") as tar:
             def add(name, type_=tarfile.DIRTYPE, mode=0o755, data=None, link=None):
                 info = tarfile.TarInfo(name)
@@ -802,7 +795,6 @@ class Lab:
                 if applet != "busybox":
                     add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox")
         os.replace(path + ".tmp", path)
-        self._image_tar = path
         return path
 
 
