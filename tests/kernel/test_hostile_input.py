@@ -77,6 +77,10 @@ def unicast_mac(text):
     return bool(_MAC.fullmatch(text)) and not int(text[:2], 16) & 1 and set(text) != {"0", ":"}
 
 
+def boolean(text):
+    return text.strip().lower() in _BOOLEANS
+
+
 VALID = {
     "VxlanId": integer(0, 16777215),
     "vxlanName": _NAME.fullmatch,
@@ -90,13 +94,13 @@ VALID = {
     "Peers": lambda text: all(address(multicast=False)(p.strip()) for p in text.split(",")),
     "TTL": integer(0, 255),
     "TOS": lambda text: integer(0, 255)(text) or text.strip().lower() == "inherit",
-    "Learning": lambda text: text.strip().lower() in _BOOLEANS,
-    "Proxy": lambda text: text.strip().lower() in _BOOLEANS,
-    "RSC": lambda text: text.strip().lower() in _BOOLEANS,
-    "L2miss": lambda text: text.strip().lower() in _BOOLEANS,
-    "L3miss": lambda text: text.strip().lower() in _BOOLEANS,
-    "NoAge": lambda text: text.strip().lower() in _BOOLEANS,
-    "GBP": lambda text: text.strip().lower() in _BOOLEANS,
+    "Learning": boolean,
+    "Proxy": boolean,
+    "RSC": boolean,
+    "L2miss": boolean,
+    "L3miss": boolean,
+    "NoAge": boolean,
+    "GBP": boolean,
     "Age": integer(0, 2**32 - 1),
     "Limit": integer(0, 2**32 - 1),
     "PortLow": integer(1, 65535),
@@ -115,7 +119,7 @@ def _near_valid(name):
         return st.ip_addresses().map(str)
     if name == "Peers":
         return st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=3).map(",".join)
-    if name in ("Learning", "Proxy", "RSC", "L2miss", "L3miss", "NoAge", "GBP"):
+    if kind is boolean:
         return st.sampled_from(sorted(_BOOLEANS)).map(str.upper) | st.sampled_from(["maybe"])
     return st.integers(-1, 2**33).map(str) | st.integers(0, 2**33).map(hex) | st.just("inherit")
 
