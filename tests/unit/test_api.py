@@ -6,17 +6,12 @@ import json
 
 import pytest
 
-from tests.unit.test_driver import NET, EP1, ETH0, FakeDocker, RecordingIp
-from vxlan import api, recovery
-from vxlan.driver import Driver
-from vxlan.state import StateStore
+from tests.unit.conftest import EP1, NET
+from vxlan import api
 
 
 @pytest.fixture
-def app(tmp_path):
-    driver = Driver(RecordingIp([ETH0]), FakeDocker(), StateStore(str(tmp_path)),
-                    vtepdev="eth0")
-    recovery.load(driver)
+def app(driver):
     return api.make_app(driver)
 
 
