@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from tests.e2e.test_install import (BUSYBOX, MANAGED, address_of, build_image,
-                                    install_managed_plugin, make_plugin_dir, ping,
-                                    plugin_links, vxlan_of)
+from demo import plugin_links  # scripts/demo.py
+from lab import IMAGE  # scripts/lab.py
+from tests.e2e.test_install import (MANAGED, address_of, build_image, install_managed_plugin,
+                                    make_plugin_dir, ping, vxlan_of)
 
 SETTLE = 60.0   # seconds for swarm to converge (tasks start, networks go)
 
@@ -83,7 +84,7 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
     # a container on each node, each given its address by swarm's IPAM
     for name, host in (("c1", h1), ("c2", h2)):
         undo.append((host, ("rm", "-f", name)))
-        host.docker("run", "-d", "--name", name, "--net", "vx45", BUSYBOX, "sleep", "600")
+        host.docker("run", "-d", "--name", name, "--net", "vx45", IMAGE, "sleep", "600")
     c1, c2 = address_of(h1, "c1", "vx45"), address_of(h2, "c2", "vx45")
     ping(h1, "c1", c2)
     ping(h2, "c2", c1)
@@ -96,7 +97,7 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
     undo.append((h1, ("service", "rm", "svc45")))
     h1.docker("service", "create", "--detach", "--no-resolve-image", "--name", "svc45",
               "--network", "vx45", "--replicas", "2", "--replicas-max-per-node", "1",
-              "--stop-grace-period", "1s", BUSYBOX, "sleep", "600")
+              "--stop-grace-period", "1s", IMAGE, "sleep", "600")
     t1, t2 = (wait_for(f"a task of svc45 running on {h.name}",
                        lambda h=h: task_containers(h, "svc45"))[0] for h in (h1, h2))
     a1, a2 = address_of(h1, t1, "vx45"), address_of(h2, t2, "vx45")
