@@ -465,7 +465,7 @@ class Host:
                 raise LabError(f"{self.name}: plugin exited with {popen.returncode} before "
                                f"its socket was up\n--- {self.plugin_log_path} ---\n"
                                f"{_tail(self.plugin_log_path)}")
-            if _sock_id(outside) not in (None, before) and _connects(outside):
+            if _sock_id(outside) not in (None, before) and connects(outside):
                 return popen
             if time.monotonic() > deadline:
                 self.stop_plugin(signal.SIGKILL)
@@ -529,7 +529,8 @@ def _sock_id(path):
     return (st.st_ino, st.st_mtime_ns) if stat.S_ISSOCK(st.st_mode) else None
 
 
-def _connects(path) -> bool:
+def connects(path) -> bool:
+    """Whether something accepts connections on the unix socket PATH."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(1)
     try:

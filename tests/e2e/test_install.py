@@ -14,18 +14,17 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from demo import plugin_links  # scripts/demo.py
-from lab import IMAGE  # scripts/lab.py
+from lab import IMAGE, connects  # scripts/lab.py
 from tests import rpc
+from tests.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_IMAGE = "docker-vxlan-plugin:test"
@@ -135,17 +134,7 @@ def story(host, undo, driver, vxlan_id):
 
 
 def wait_for_socket(path):
-    deadline = time.monotonic() + SOCKET_WAIT
-    while time.monotonic() < deadline:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            probe.close()
-    raise AssertionError(f"nothing serves on {path} after {SOCKET_WAIT} s")
+    wait_for(lambda: connects(str(path)), SOCKET_WAIT, f"something to serve on {path}")
 
 
 # --- the image ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from demo import plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
+from tests.wait import wait_for
 PLUGIN_ARGS = ["--vtepdev", "eth0"]
 
 
@@ -76,13 +77,6 @@ def ping(host, container, target):
 def vxlans(host):
     return sorted(link["ifname"] for link in host.links()
                   if link.get("linkinfo", {}).get("info_kind") == "vxlan")
-
-
-def wait_for(predicate, seconds, what):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
-        time.sleep(0.2)
 
 
 def wait_for_reconcile(host, starts_before):

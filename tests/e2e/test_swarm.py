@@ -8,7 +8,6 @@ removing it all leaves no vxlan on any node."""
 import ipaddress
 import json
 import shutil
-import time
 
 import pytest
 
@@ -16,20 +15,14 @@ from demo import plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
 from tests.e2e.test_install import (MANAGED, address_of, build_image, install_managed_plugin,
                                     make_plugin_dir, ping, vxlan_of)
+from tests.wait import wait_for
 
 SETTLE = 60.0   # seconds for swarm to converge (tasks start, networks go)
 
 
-def wait_for(what, check):
-    """Polls check() until it returns something true; fails after SETTLE seconds."""
-    deadline = time.monotonic() + SETTLE
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {SETTLE} s")
-        time.sleep(0.5)
+def settled(what, check):
+    """check()'s first true result, polled for up to SETTLE seconds."""
+    return wait_for(check, SETTLE, what, interval=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def swarm(lab2, build_cache, tmp_path_factory):
         h1.docker("swarm", "init", "--advertise-addr", h1.underlay_ip)
         token = h1.docker("swarm", "join-token", "-q", "worker").stdout.strip()
         h2.docker("swarm", "join", "--token", token, f"{h1.underlay_ip}:2377")
-        wait_for("both nodes ready", lambda: h1.docker(
+        settled("both nodes ready", lambda: h1.docker(
             "node", "ls", "--format", "{{.Status}}").stdout.split() == ["Ready", "Ready"])
         yield h1, h2, states
     finally:
@@ -98,7 +91,7 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
     h1.docker("service", "create", "--detach", "--no-resolve-image", "--name", "svc45",
               "--network", "vx45", "--replicas", "2", "--replicas-max-per-node", "1",
               "--stop-grace-period", "1s", IMAGE, "sleep", "600")
-    t1, t2 = (wait_for(f"a task of svc45 running on {h.name}",
+    t1, t2 = (settled(f"a task of svc45 running on {h.name}",
                        lambda h=h: task_containers(h, "svc45"))[0] for h in (h1, h2))
     a1, a2 = address_of(h1, t1, "vx45"), address_of(h2, t2, "vx45")
     ping(h1, t1, a2)
@@ -114,11 +107,11 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
     h1.docker("service", "rm", "svc45")
     h1.docker("rm", "-f", "c1")
     h2.docker("rm", "-f", "c2")
-    wait_for("svc45's tasks gone", lambda: not task_containers(h1, "svc45")
+    settled("svc45's tasks gone", lambda: not task_containers(h1, "svc45")
              and not task_containers(h2, "svc45"))
     h1.docker("network", "rm", "vx45")
     for host, state in zip((h1, h2), states):
-        wait_for(f"no vxlan on {host.name}", lambda host=host: plugin_links(host) == [])
-        wait_for(f"{host.name}'s plugin forgot vx45",
+        settled(f"no vxlan on {host.name}", lambda host=host: plugin_links(host) == [])
+        settled(f"{host.name}'s plugin forgot vx45",
                  lambda state=state: not (state / "networks" / f"{network_id}.json").exists())
     assert "vx45" not in h2.docker("network", "ls", "--format", "{{.Name}}").stdout.split()

@@ -171,13 +171,6 @@ def create_and_join(plugin, options, address="10.42.0.2/24", mac=""):
     return network_id, endpoint_id, answer, join(plugin, network_id, endpoint_id)
 
 
-def wait_for(predicate, seconds=10):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 SLOW_IP = """#!{python}
 # ip, made slow while the flag file exists (to hold a request inside a command).
 # `ip -batch -` is started ahead of need, so it is slow once its input arrives.

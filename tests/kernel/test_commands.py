@@ -9,7 +9,8 @@ import signal
 import time
 
 from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
-                                   new_id, wait_for)
+                                   new_id)
+from tests.wait import wait_for
 
 
 def waiting_batch_processes(pid):

@@ -5,7 +5,8 @@ import os
 import signal
 
 from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
-                                   new_id, wait_for)
+                                   new_id)
+from tests.wait import wait_for
 
 
 def test_sigkill_and_restart_keeps_networks_and_endpoints(plugin, netns):

@@ -5,22 +5,11 @@ and what an interrupted save leaves is cleaned up at start."""
 import json
 import os
 import signal
-import socket
 import stat
 import time
 
+from lab import connects  # scripts/lab.py
 from tests.kernel.conftest import network_request, new_id, start_join
-
-
-def connects(path):
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def test_sigterm_finishes_requests_in_flight_then_removes_the_socket(slow_plugin, netns):
