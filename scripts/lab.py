@@ -118,7 +118,7 @@ def _starttime(pid: int):
     return st[2] if st else None
 
 
-def _alive(pid, starttime=None) -> bool:
+def alive(pid, starttime=None) -> bool:
     """True if pid runs (not a zombie) and, when given, started at starttime."""
     if not pid:
         return False
@@ -129,7 +129,7 @@ def _alive(pid, starttime=None) -> bool:
 
 
 def _kill(pid, starttime, sig) -> None:
-    if _alive(pid, starttime):
+    if alive(pid, starttime):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -138,18 +138,18 @@ def _kill(pid, starttime, sig) -> None:
 
 def stop_processes(procs, timeout: float, sig=signal.SIGTERM) -> None:
     """Stops each (pid, starttime): sig, wait up to timeout, then SIGKILL."""
-    procs = [(p, s) for p, s in procs if _alive(p, s)]
+    procs = [(p, s) for p, s in procs if alive(p, s)]
     for p, s in procs:
         _kill(p, s, sig)
     deadline = time.monotonic() + timeout
-    while any(_alive(p, s) for p, s in procs) and time.monotonic() < deadline:
+    while any(alive(p, s) for p, s in procs) and time.monotonic() < deadline:
         time.sleep(0.05)
     for p, s in procs:
         _kill(p, s, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while any(_alive(p, s) for p, s in procs) and time.monotonic() < deadline:
+    while any(alive(p, s) for p, s in procs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [p for p, s in procs if _alive(p, s)]
+    left = [p for p, s in procs if alive(p, s)]
     if left:
         raise LabError(f"processes {left} survived SIGKILL")
 
@@ -304,7 +304,7 @@ class Host:
         """A process in this host's namespaces: dockerd, or while dockerd
         restarts, the process that holds them (see restart_dockerd)."""
         for pid, start in ((self.dockerd_pid, self.dockerd_start), self._holder or (None, None)):
-            if _alive(pid, start):
+            if alive(pid, start):
                 return pid
         raise LabError(f"{self.name}: dockerd is not running")
 
@@ -474,7 +474,7 @@ class Host:
             time.sleep(0.05)
 
     def plugin_running(self) -> bool:
-        return _alive(self.plugin_pid, self.plugin_start)
+        return alive(self.plugin_pid, self.plugin_start)
 
     def stop_plugin(self, sig=signal.SIGTERM, timeout=PLUGIN_STOP_TIMEOUT):
         """Sends sig to the plugin (by PID), waits up to timeout, then SIGKILL.
@@ -658,7 +658,7 @@ class Lab:
         mnt_ids = {h.mnt_ns for h in self.hosts
                    if h.mnt_ns and h.netns in live_ns}
         mnt_ids |= {_ns_id(h.dockerd_pid, "mnt") for h in self.hosts
-                    if _alive(h.dockerd_pid, h.dockerd_start)}
+                    if alive(h.dockerd_pid, h.dockerd_start)}
         net_ids = set()
         for ns in [h.netns for h in self.hosts] + [self.switch_ns]:
             if ns in live_ns:
@@ -754,7 +754,7 @@ class Lab:
             "hosts": [dict(name=h.name, netns=h.netns, netns_up=h.netns in live_ns,
                            underlay_ip=h.underlay_ip, underlay_ip6=h.underlay_ip6,
                            docker_host=h.docker_host, dockerd_pid=h.dockerd_pid,
-                           dockerd_running=_alive(h.dockerd_pid, h.dockerd_start),
+                           dockerd_running=alive(h.dockerd_pid, h.dockerd_start),
                            plugin_pid=h.plugin_pid, plugin_running=h.plugin_running())
                       for h in self.hosts],
         }
@@ -837,7 +837,7 @@ def reap_stale_labs() -> list:
     killed), except those made by `lab.py up`.  Returns their prefixes."""
     reaped = []
     for lab in registered_labs():
-        if not lab.persistent and not _alive(*lab.owner):
+        if not lab.persistent and not alive(*lab.owner):
             prefix = lab.prefix
             try:
                 lab.down()

@@ -37,7 +37,7 @@ def test_two_hosts_come_up_and_are_torn_down(root):
         lab_dir, record = lab.dir, lab.record
         assert record.exists()
     assert not namespaces & set(lablib._netns_list())
-    assert not [p for p in processes if lablib._alive(*p)]
+    assert not [p for p in processes if lablib.alive(*p)]
     assert not os.path.exists(lab_dir)
     assert not record.exists()
     lab.down()  # a second down does nothing

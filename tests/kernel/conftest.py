@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+import lab  # scripts/lab.py
 from tests import rpc
 from tests.rpc import endpoint_request, network_request, new_id
 
@@ -101,14 +102,7 @@ class Plugin:
 
     def stop(self, sig=signal.SIGTERM):
         """Stops our process by its PID; SIGKILL if it does not go within 15 s."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else None
+        return lab.stop_popen(self.process, sig, 15) if self.process else None
 
     def call(self, method, body=None):
         return rpc.call(self.socket, "NetworkDriver." + method if "." not in method else method,

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+from lab import alive  # scripts/lab.py
 from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
                                    new_id)
 from tests.wait import wait_for
@@ -31,15 +32,6 @@ def cmdline(pid):
             return [part.decode() for part in f.read().split(b"\0") if part]
     except FileNotFoundError:
         return None
-
-
-def running(pid):
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def one_waiting(plugin):
@@ -78,7 +70,7 @@ def test_a_waiting_process_killed_is_replaced(plugin, netns):
     network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "41"})
     killed = one_waiting(plugin)
     os.kill(killed, signal.SIGKILL)
-    wait_for(lambda: not running(killed))
+    wait_for(lambda: not alive(killed))
 
     second = new_id()
     plugin.ok("CreateEndpoint", endpoint_request(network_id, second, "10.42.0.3/24"))
@@ -92,14 +84,14 @@ def test_waiting_processes_go_with_the_plugin(plugin):
     create_and_join(plugin, {"VxlanId": "42"})
     waiting = one_waiting(plugin)
     assert plugin.stop(signal.SIGTERM) == 0
-    assert not running(waiting)
+    assert not alive(waiting)
 
     plugin.start()
     create_and_join(plugin, {"VxlanId": "43"})
     waiting = one_waiting(plugin)
     plugin.stop(signal.SIGKILL)
     # its input closes with the plugin: it reads the end of it and exits
-    wait_for(lambda: not running(waiting))
+    wait_for(lambda: not alive(waiting))
 
 
 def test_concurrent_requests_leave_one_waiting_process(plugin, netns):
