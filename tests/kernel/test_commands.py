@@ -18,11 +18,15 @@ def waiting_batch_processes(pid):
     """PIDs of the plugin's children that are `ip -batch -`."""
     found = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            for child in f.read().split():
-                argv = cmdline(int(child))
-                if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
-                    found.append(int(child))
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        for child in children:
+            argv = cmdline(int(child))
+            if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
+                found.append(int(child))
     return found
 
 
