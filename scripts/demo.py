@@ -92,9 +92,14 @@ def run_container(host, name, net, *args, echo=False):
     and returns its address there."""
     docker(host, "run", "-d", "--name", name, "--net", net, *args, lablib.IMAGE,
            "sleep", "1d", echo=echo)
+    return network_field(host, name, net)
+
+
+def network_field(host, container, net, field="IPAddress"):
+    """A field of container's endpoint on net, e.g. IPAddress or EndpointID."""
     return host.docker("inspect", "-f",
-                       f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}',
-                       name).stdout.strip()
+                       f'{{{{(index .NetworkSettings.Networks "{net}").{field}}}}}',
+                       container).stdout.strip()
 
 
 def ping(host, container, address, count=1):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from demo import plugin_links  # scripts/demo.py
+from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE, connects  # scripts/lab.py
 from tests import rpc
 from tests.wait import wait_for
@@ -67,11 +67,6 @@ def install_managed_plugin(host, name, plugin_dir, *settings):
                 f"state.source={state}", *settings)
     host.docker("plugin", "enable", name, timeout=120)
     return state
-
-
-def address_of(host, container, network):
-    info = json.loads(host.docker("inspect", container).stdout)[0]
-    return info["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
 def ping(host, container, address):
@@ -121,8 +116,8 @@ def story(host, undo, driver, vxlan_id):
     for name in ("a", "b"):
         undo.append(("rm", "-f", f"{net}-{name}"))
         host.docker("run", "-d", "--name", f"{net}-{name}", "--net", net, IMAGE, "sleep", "600")
-    ping(host, f"{net}-a", address_of(host, f"{net}-b", net))
-    ping(host, f"{net}-b", address_of(host, f"{net}-a", net))
+    ping(host, f"{net}-a", network_field(host, f"{net}-b", net))
+    ping(host, f"{net}-b", network_field(host, f"{net}-a", net))
     vxlan = vxlan_of(host, network_id)
     assert vxlan["linkinfo"]["info_data"]["id"] == vxlan_id
     assert vxlan["linkinfo"]["info_data"]["link"] == "eth0"  # -vtepdev reached the daemon

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from demo import plugin_links  # scripts/demo.py
+from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
 from tests.wait import wait_for
 PLUGIN_ARGS = ["--vtepdev", "eth0"]
@@ -56,17 +56,7 @@ def create_network(hosts, name, vxlan_id, subnet_prefix):
 def run(host, name, network, *args):
     """Starts a container; returns its address on the network."""
     host.docker("run", "-d", "--name", name, "--net", network, *args, IMAGE, "sleep", "600")
-    return address(host, name, network)
-
-
-def address(host, name, network):
-    return host.docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}")'
-                                        '.IPAddress}}', name).stdout.strip()
-
-
-def endpoint_id(host, name, network):
-    return host.docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}")'
-                                        '.EndpointID}}', name).stdout.strip()
+    return network_field(host, name, network)
 
 
 def ping(host, container, target):
@@ -131,7 +121,7 @@ def test_plugin_sigkill_and_restart_under_running_containers(hosts):
     remote = run(h2, "rb-kill-b", "rb-kill")
     run(h1, "rb-kill-a", "rb-kill")
     ping(h1, "rb-kill-a", remote)
-    old_endpoint = endpoint_id(h1, "rb-kill-a", "rb-kill")
+    old_endpoint = network_field(h1, "rb-kill-a", "rb-kill", "EndpointID")
     vxlan = "vx_" + network_id[:12]
 
     h1.stop_plugin(signal.SIGKILL)
@@ -144,7 +134,7 @@ def test_plugin_sigkill_and_restart_under_running_containers(hosts):
     # A new container joins the same vxlan and reaches both old ones.
     new = run(h1, "rb-kill-c", "rb-kill")
     ping(h1, "rb-kill-c", remote)
-    ping(h1, "rb-kill-c", address(h1, "rb-kill-a", "rb-kill"))
+    ping(h1, "rb-kill-c", network_field(h1, "rb-kill-a", "rb-kill"))
     assert vxlans(h1) == [vxlan]
     assert len(commands(h1, f"ip link add {vxlan} ", "ok")) == 1  # adopted, not made again
 
@@ -217,8 +207,8 @@ def test_dockerd_restart_brings_back_restart_always_containers(hosts, order):
     wait_for(lambda: len(running(h1)) == 2, 60, "both containers to run again")
     if order is not plugin_kept_running:
         wait_for_reconcile(h1, reconciled)  # caught up once Docker answered
-    ping(h1, "rb-restart-a", address(h1, "rb-restart-b", "rb-restart"))
-    ping(h1, "rb-restart-b", address(h1, "rb-restart-a", "rb-restart"))
+    ping(h1, "rb-restart-a", network_field(h1, "rb-restart-b", "rb-restart"))
+    ping(h1, "rb-restart-b", network_field(h1, "rb-restart-a", "rb-restart"))
     assert vxlans(h1) == ["vx_" + network_id[:12]]
     h1.docker("rm", "-f", "rb-restart-a", "rb-restart-b")
     assert plugin_links(h1) == []
@@ -237,7 +227,7 @@ def test_a_plugin_back_too_late_leaves_restart_always_containers_stopped(hosts):
     assert running(h1) == []
     h1.start_plugin(PLUGIN_ARGS)
     h1.docker("start", "rb-late-a", "rb-late-b")
-    ping(h1, "rb-late-a", address(h1, "rb-late-b", "rb-late"))
+    ping(h1, "rb-late-a", network_field(h1, "rb-late-b", "rb-late"))
 
 
 # --- races ----------------------------------------------------------------------
@@ -255,7 +245,7 @@ def test_fifty_containers_started_at_once_on_one_network(hosts):
     vxlan = "vx_" + network_id[:12]
     assert vxlans(h1) == [vxlan]
     assert len(commands(h1, f"ip link add {vxlan} ", "ok")) == 1
-    ping(h1, names[0], address(h1, names[-1], "rb-fifty"))
+    ping(h1, names[0], network_field(h1, names[-1], "rb-fifty"))
 
     in_parallel([lambda name=name: h1.docker("rm", "-f", name, timeout=120) for name in names])
     assert plugin_links(h1) == []

@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from demo import plugin_links  # scripts/demo.py
+from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
-from tests.e2e.test_install import (MANAGED, address_of, build_image, install_managed_plugin,
+from tests.e2e.test_install import (MANAGED, build_image, install_managed_plugin,
                                     make_plugin_dir, ping, vxlan_of)
 from tests.wait import wait_for
 
@@ -78,7 +78,7 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
     for name, host in (("c1", h1), ("c2", h2)):
         undo.append((host, ("rm", "-f", name)))
         host.docker("run", "-d", "--name", name, "--net", "vx45", IMAGE, "sleep", "600")
-    c1, c2 = address_of(h1, "c1", "vx45"), address_of(h2, "c2", "vx45")
+    c1, c2 = network_field(h1, "c1", "vx45"), network_field(h2, "c2", "vx45")
     ping(h1, "c1", c2)
     ping(h2, "c2", c1)
     # the -o options reached the worker: its vxlan is made from them
@@ -93,7 +93,7 @@ def test_attachable_network_and_a_service_span_the_swarm(swarm, undo):
               "--stop-grace-period", "1s", IMAGE, "sleep", "600")
     t1, t2 = (settled(f"a task of svc45 running on {h.name}",
                        lambda h=h: task_containers(h, "svc45"))[0] for h in (h1, h2))
-    a1, a2 = address_of(h1, t1, "vx45"), address_of(h2, t2, "vx45")
+    a1, a2 = network_field(h1, t1, "vx45"), network_field(h2, t2, "vx45")
     ping(h1, t1, a2)
     ping(h2, t2, a1)
     ping(h1, t1, c2)
