@@ -53,6 +53,7 @@ import lab as lablib
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests import rpc  # noqa: E402  (the socket client the kernel tests use)
+from vxlan.ip import kind_of  # noqa: E402
 
 SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale")
 IMAGE = lablib.IMAGE
@@ -676,13 +677,9 @@ class Bench:
 def count_links(host):
     """macvlan and vxlan links in a host's network namespace, but the reference's
     hand-made parent."""
-    counts = {}
-    for kind in ("macvlan", "vxlan"):
-        links = json.loads(subprocess.run(
-            ["ip", "-n", host.netns, "-j", "link", "show", "type", kind],
-            capture_output=True, text=True, check=True).stdout or "[]")
-        counts[kind] = sum(1 for link in links if link["ifname"] != REFERENCE_PARENT)
-    return counts
+    kinds = collections.Counter(kind_of(link) for link in host.links()
+                                if link["ifname"] != REFERENCE_PARENT)
+    return {kind: kinds[kind] for kind in ("macvlan", "vxlan")}
 
 
 def summarize_profile(raw_path, top=12):

@@ -58,7 +58,7 @@ def test_go_original_vxlan_is_adopted_not_duplicated(plugin, netns):
     assert vxlans == [original]
 
 
-def test_corrupt_state_file_is_logged_not_fatal(plugin, netns):
+def test_corrupt_state_file_is_logged_not_fatal(plugin):
     network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "35"})
     plugin.stop()
     with open(os.path.join(plugin.state_dir, "networks", "f" * 64 + ".json"), "w") as f:
