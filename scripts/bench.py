@@ -53,7 +53,7 @@ import lab as lablib
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests import rpc  # noqa: E402  (the socket client the kernel tests use)
-from vxlan.ip import kind_of  # noqa: E402
+from vxlan.commands import kind_of  # noqa: E402
 
 SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale")
 IMAGE = lablib.IMAGE

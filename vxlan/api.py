@@ -13,7 +13,7 @@ import time
 import bottle
 
 from .errors import PluginError, RequestError
-from .ip import request_context
+from .auditlog import request_context
 from .options import MacAddress
 
 log = logging.getLogger("vxlan.api")

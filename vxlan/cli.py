@@ -11,7 +11,7 @@ import logging
 import sys
 
 from .errors import PluginError
-from .ip import COMMAND_TIMEOUT
+from .runner import COMMAND_TIMEOUT
 from .options import InterfaceName, options_table_markdown
 
 DEFAULT_SOCKET = "/run/docker/plugins/vxlan.sock"
@@ -81,7 +81,7 @@ def setup_logging(debug):
 
 def _patch_for_gevent():
     """Sockets become cooperative (the docker SDK must be imported after this).
-    Threads, os and signals stay as they are, or sh hangs (see ip.py), and so
+    Threads, os and signals stay as they are, or sh hangs (see runner.py), and so
     does select: sh's helper threads poll, and a patched poll in a real thread
     makes a gevent hub (two file descriptors) that is never freed, on every
     command. threading.local must be per greenlet, because bottle keeps each
@@ -107,12 +107,18 @@ def main(argv=None):
     _patch_for_gevent()
     from .dockerapi import DockerLookup
     from .driver import Driver
-    from .ip import CommandLog, Ip
+    from .runner import Ip
     from .state import StateStore
-    from . import api, recovery, server
+    from . import api, auditlog, recovery, server
 
+    if args.audit_log:
+        auditlog.open_audit_file(args.audit_log)
     docker = DockerLookup()
-    ip = Ip(CommandLog(args.audit_log), args.command_timeout)
+    ip = Ip(args.command_timeout)
+    try:
+        ip.check_tools()
+    except PluginError as error:
+        raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
                     vtepdev=args.vtepdev)
     recovery.load(driver)
@@ -129,7 +135,7 @@ def explain_main(argv):
     setup_logging(False)
     logging.getLogger("vxlan.commands").setLevel(logging.WARNING)  # stdout is the answer
     from .driver import explain
-    from .ip import CommandLog, Ip
+    from .runner import Ip
     import shlex
 
     raw = {}
@@ -140,7 +146,7 @@ def explain_main(argv):
             return 2
         raw[key] = value
     try:
-        steps = explain(raw, args.vtepdev, Ip(CommandLog()).links(), args.network_id,
+        steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
                         EXAMPLE_ENDPOINT_IDS)
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)

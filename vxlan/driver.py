@@ -10,7 +10,7 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
     DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
-The plugin deletes only links it created or adopted (ip.py marks them), and
+The plugin deletes only links it created or adopted (commands.mark_owned marks them), and
 keeps the options in state.py because Join does not carry them.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gevent.lock import RLock
 
-from . import ip as cmd
+from . import commands as cmd
 from .errors import CommandError, OptionError, PluginError
 from .options import parse_options
 
@@ -195,7 +195,7 @@ class Driver:
             try:
                 self.ip.run(cmd.link_delete(argv[3]))
             except CommandError:
-                pass  # logged by ip.py; the original error is what the user needs
+                pass  # logged by the runner; the original error is what the user needs
 
     def delete_links(self, commands):
         """Deletes links; one that is already gone is not an error."""

@@ -12,7 +12,7 @@ import logging
 
 import gevent
 
-from . import ip as cmd
+from . import commands as cmd
 from .driver import Endpoint, is_network_link
 from .errors import DockerLookupError, OptionError, PluginError
 

@@ -2,6 +2,7 @@
 out, the socket is root's alone, and SIGTERM stops cleanly."""
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -34,10 +35,34 @@ def test_a_hung_command_times_out_with_a_clear_error(slow_plugin, netns, workdir
     thread.join()
     status, answer = results["join"]
     assert status == 500 and "timed out after 1 s" in answer["Err"]
+    assert "`ip -batch -` with 3 commands" in answer["Err"] and "may have run" in answer["Err"]
     assert results["join_seconds"] < 10
+    # ip prints nothing for a line that worked: every line of the killed batch is unconfirmed
+    batch = [(r["cmd"].split()[:3], r["status"]) for r in plugin.audit()
+             if r["event"] == "result" and (r.get("batch") or {}).get("size") == 3]
+    assert batch == [(["ip", "link", "add"], "killed on timeout, may have run"),
+                     (["ip", "link", "set"], "killed on timeout, may have run"),
+                     (["ip", "link", "add"], "killed on timeout, may have run")]
     os.unlink(os.path.join(workdir, "slow"))
     # The killed batch may have created links: they were undone.
     assert netns.link_names() == {"lo", "eth0"}
+
+
+def test_no_ip_on_path_is_one_clear_line_at_start(netns, workdir):
+    bindir = os.path.join(workdir, "bin")  # python alone, no ip or bridge
+    os.makedirs(bindir)
+    os.symlink(sys.executable, os.path.join(bindir, "python3"))
+    done = subprocess.run([shutil.which("ip"), "netns", "exec", netns.name, sys.executable,
+                           "-m", "vxlan", "--socket", os.path.join(workdir, "vxlan.sock"),
+                           "--state-dir", os.path.join(workdir, "state")],
+                          capture_output=True, text=True, timeout=30, cwd=REPO,
+                          env={**os.environ, "PATH": bindir})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "docker-vxlan-plugin: `ip` was not found on PATH: install iproute2 "
+        "(Debian: apt-get install iproute2)")
+    assert "Traceback" not in done.stderr
+    assert not os.path.exists(os.path.join(workdir, "vxlan.sock"))
 
 
 def test_socket_is_for_root_only(plugin):

@@ -5,7 +5,7 @@ import pytest
 from vxlan import recovery
 from vxlan.driver import Driver
 from vxlan.errors import CommandError, DockerLookupError
-from vxlan.ip import kind_of
+from vxlan.commands import kind_of
 from vxlan.state import StateStore
 
 NET = "a" * 64
@@ -15,7 +15,7 @@ EP2 = "2" * 64
 
 
 class RecordingIp:
-    """Stands in for ip.Ip: records commands, keeps the link names they make,
+    """Stands in for runner.Ip: records commands, keeps the link names they make,
     and fails the first command that contains `fail_on`."""
 
     def __init__(self, links=()):

@@ -1,14 +1,10 @@
-"""The only module that runs `ip` and `bridge`, and the command log.
+"""The only module that runs `ip` and `bridge` (through sh), with a timeout on
+every command, logging each one in the command log (auditlog.py).
 
-Every command is logged before it runs and again with its result, as a line an
-admin can paste into a shell: human-readable on stderr, and as JSON Lines in
-the audit file. The RPC and the network/endpoint IDs that caused a command are
-taken from `request_context`, which api.py sets per request.
-
-Commands are argv lists whose first word is "ip" or "bridge". Commands that
-change the host are fed as lines to a `TOOL -batch -` process, several of one
-request to one process (one fork instead of several); the log still shows each
-as its own command, exactly as `TOOL LINE` would run it.
+Commands are argv lists whose first word is "ip" or "bridge" (commands.py).
+Commands that change the host are fed as lines to a `TOOL -batch -` process,
+several of one request to one process (one fork instead of several); the log
+still shows each as its own command, exactly as `TOOL LINE` would run it.
 
 How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
 process is started and waited for in a real thread of our own pool, because
@@ -19,113 +15,25 @@ used (it polls, adding ~100 ms to every command): a gevent timeout kills the
 child instead.
 """
 
-import contextvars
-import datetime
 import json
-import logging
 import os
 import re
 import shlex
+import shutil
 import time
 
 import gevent
 import sh
 from gevent.threadpool import ThreadPool
 
+from . import auditlog
+from . import commands as cmd
 from .errors import CommandError
 
 COMMAND_TIMEOUT = 10.0  # seconds; Docker waits on us without a timeout of its own
-OWNER_PREFIX = "docker-vxlan-plugin:"  # the alias that marks links this plugin created
 TIMED_OUT = -1000  # the exit code we record for a command we killed
 NOT_STARTED = -1001  # ... and for one whose process could not be started
-ANY_MAC = "00:00:00:00:00:00"  # fdb entry for broadcast and unknown destinations
-
-request_context = contextvars.ContextVar("request_context", default={})
-log = logging.getLogger("vxlan.commands")
-
-
-# --- the commands -----------------------------------------------------------------
-
-def vxlan_add(name, link_args, vxlan_args):
-    return ["ip", "link", "add", name, *link_args, "type", "vxlan", *vxlan_args]
-
-
-def macvlan_add(name, parent, mac):
-    return ["ip", "link", "add", name, "link", parent, "address", mac,
-            "type", "macvlan", "mode", "bridge"]
-
-
-def mark_owned(name, owner_id, up=False):
-    """Records in the link itself (its alias) which network or endpoint it serves."""
-    return ["ip", "link", "set", "dev", name, "alias", OWNER_PREFIX + owner_id] + (
-        ["up"] if up else [])
-
-
-def link_delete(name):
-    return ["ip", "link", "delete", "dev", name]
-
-
-def fdb_append_flood(dev, peer):
-    return ["bridge", "fdb", "append", ANY_MAC, "dev", dev, "dst", peer]
-
-
-def owner_of(link):
-    """The network/endpoint ID a link (as `ip -j link` shows it) was marked with."""
-    alias = link.get("ifalias", "")
-    return alias[len(OWNER_PREFIX):] if alias.startswith(OWNER_PREFIX) else None
-
-
-def kind_of(link):
-    """"vxlan", "macvlan", ... of a link as `ip -d -j link` shows it."""
-    return link.get("linkinfo", {}).get("info_kind")
-
-
-def data_of(link):
-    """The kind's own settings (a vxlan's id, port, ...) as `ip -d -j link` shows them."""
-    return link.get("linkinfo", {}).get("info_data", {})
-
-
-# --- the log ----------------------------------------------------------------------
-
-class CommandLog:
-    """Writes each command's start and result to stderr and to the audit file."""
-
-    def __init__(self, audit_path=None):
-        self._audit = open(audit_path, "a", buffering=1) if audit_path else None
-
-    def started(self, command, batch):
-        context = request_context.get()
-        log.info("run %s%s%s", command, _where(context), _batch_note(batch))
-        self._write(event="run", cmd=command, batch=batch, **context)
-
-    def finished(self, command, batch, status, duration, stderr=""):
-        context = request_context.get()
-        seconds = f"{duration * 1000:.1f} ms"
-        if status == "ok":
-            log.info("ok  %s (%s)%s", command, seconds, _where(context))
-        else:
-            log.error("%s %s (%s)%s: %s", status, command, seconds, _where(context),
-                      stderr.strip() or "no error output")
-        self._write(event="result", cmd=command, batch=batch, status=status,
-                    duration_ms=round(duration * 1000, 2), stderr=stderr, **context)
-
-    def _write(self, **record):
-        if self._audit:
-            now = datetime.datetime.now(datetime.timezone.utc)
-            record = {"time": now.isoformat(timespec="milliseconds"), **record}
-            self._audit.write(json.dumps({k: v for k, v in record.items()
-                                          if v not in (None, "")}) + "\n")
-
-
-def _where(context):
-    parts = [f"{key}={context[key][:12]}" for key in ("network", "endpoint") if key in context]
-    if "rpc" in context:
-        parts.insert(0, context["rpc"])
-    return f" [{' '.join(parts)}]" if parts else ""
-
-
-def _batch_note(batch):
-    return f" (batch {batch['index']}/{batch['size']})" if batch else ""
+KILL_WAIT = 2.0  # seconds we wait for a killed process to exit
 
 
 # --- running ----------------------------------------------------------------------
@@ -142,8 +50,7 @@ class Ip:
     carry options before the command and run as their own process.
     """
 
-    def __init__(self, command_log, timeout=COMMAND_TIMEOUT, threads=16):
-        self._log = command_log
+    def __init__(self, timeout=COMMAND_TIMEOUT, threads=16):
         self._timeout = timeout
         self._pool = ThreadPool(threads)
         self._tools = {}
@@ -175,7 +82,7 @@ class Ip:
     def link(self, name):
         """`ip -d -j link show dev NAME` as a dict, or None if there is no such link."""
         try:
-            output = self.run(["ip", "-d", "-j", "link", "show", "dev", name])
+            output = self.run(cmd.show_link(name))
         except CommandError as error:
             if "does not exist" in error.stderr:
                 return None
@@ -185,8 +92,24 @@ class Ip:
 
     def links(self, kind=None):
         """Every link on this host (or every link of one kind, e.g. vxlan) as dicts."""
-        argv = ["ip", "-d", "-j", "link", "show"] + (["type", kind] if kind else [])
-        return json.loads(self.run(argv) or "[]")
+        return json.loads(self.run(cmd.show_links(kind)) or "[]")
+
+    def check_tools(self):
+        """Raises CommandError with one sentence unless `ip` and `bridge` are
+        iproute2's (busybox's, say, has neither JSON output nor -batch)."""
+        install = "install iproute2 (Debian: apt-get install iproute2)"
+        for tool in ("ip", "bridge"):
+            code, stdout, stderr = self._execute(tool, ["-V"])
+            if code == NOT_STARTED:
+                raise CommandError(f"`{tool}` was not found on PATH: {install}")
+            if not stdout.startswith(f"{tool} utility, "):  # what iproute2's -V says
+                raise CommandError(f"`{tool}` ({_found(tool)}) is not iproute2's: {install}")
+        code, stdout, _ = self._execute("ip", cmd.show_link("lo")[1:])
+        try:
+            json.loads(stdout)
+        except ValueError:
+            raise CommandError(f"`ip` ({_found('ip')}) gives no JSON output (-j): "
+                               f"{install}, version 4.14 or newer") from None
 
     def close(self):
         """Ends the processes waiting for input (no input: they exit at once)."""
@@ -202,7 +125,7 @@ class Ip:
         batches = [None] if len(group) == 1 else [
             {"index": i + 1, "size": len(group)} for i in range(len(group))]
         for line, batch in zip(lines, batches):
-            self._log.started(line, batch)
+            auditlog.started(line, batch)
         started = time.monotonic()
         if _batchable(group[0]):
             code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group])
@@ -212,19 +135,30 @@ class Ip:
             code, stdout, stderr = self._execute(tool, group[0][1:])
             failed_index = 0 if code else None
         duration = time.monotonic() - started
+        # A process that was killed may have run any of its lines (ip prints
+        # nothing for a line that worked): none of them is confirmed either way.
+        killed = code < 0 and code != NOT_STARTED
         for index, (line, batch) in enumerate(zip(lines, batches)):
-            if failed_index is None or index < failed_index:
-                self._log.finished(line, batch, "ok", duration)
+            if killed:
+                auditlog.finished(line, batch, f"{_status(code)}, may have run", duration,
+                                  stderr)
+            elif failed_index is None or index < failed_index:
+                auditlog.finished(line, batch, "ok", duration)
             elif index == failed_index:
-                self._log.finished(line, batch, _status(code), duration, stderr)
+                auditlog.finished(line, batch, _status(code), duration, stderr)
             else:
-                self._log.finished(line, batch, "not run", 0)
+                auditlog.finished(line, batch, "not run", 0)
+        if killed:
+            what = (f"`{lines[0]}`" if len(lines) == 1 else
+                    f"`{tool} -batch -` with {len(lines)} commands ({'; '.join(lines)})")
+            error = CommandError(f"{what} {_status(code)}: {stderr.strip()}; "
+                                 "any of its commands may have run", stderr)
+            error.failed_index = len(group)
+            raise error
         if failed_index is not None:
             error = CommandError(f"`{lines[failed_index]}` failed: "
                                  f"{stderr.strip() or _status(code)}", stderr)
-            # a killed process may have run any of its lines: count them all as done
-            killed = code < 0 and code != NOT_STARTED
-            error.failed_index = len(group) if killed else failed_index
+            error.failed_index = failed_index
             raise error
         return stdout
 
@@ -238,14 +172,12 @@ class Ip:
             # the next one starts once this one is done, not competing with it;
             # concurrent requests start their own, and only one waits
             if tool not in self._waiting:
-                self._waiting[tool] = self._pool.spawn(_start_batch_process,
-                                                       self._command(tool))
+                self._waiting[tool] = self._pool.spawn(self._start_batch_process, tool)
 
     def _feed(self, tool, waiting, script):
         failure = ""
         for _ in range(2):
-            process = (waiting or self._pool.spawn(_start_batch_process,
-                                                   self._command(tool))).get()
+            process = (waiting or self._pool.spawn(self._start_batch_process, tool)).get()
             waiting = None
             if isinstance(process, Exception):  # nothing ran
                 failure = f"could not start {tool}: {process}"
@@ -262,7 +194,11 @@ class Ip:
 
         def start_and_wait():
             with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
-                started["process"] = self._command(tool)(*args, **_sh_args(_DEVNULL, out, err))
+                try:
+                    started["process"] = self._command(tool)(
+                        *args, **_sh_args(_DEVNULL, out, err))
+                except Exception as error:  # e.g. the tool is gone: nothing ran
+                    return NOT_STARTED, "", f"could not start {tool}: {error}"
                 return _exit_code(started["process"]), _read(out), _read(err)
 
         return self._wait(self._pool.spawn(start_and_wait),
@@ -274,12 +210,24 @@ class Ip:
             return result.get(timeout=self._timeout)
         except gevent.Timeout:
             kill()
-            code, stdout, stderr = result.get()  # reaped
-            return TIMED_OUT, stdout, (
-                f"{stderr}timed out after {self._timeout:g} s and was killed")
+            note = f"timed out after {self._timeout:g} s and was killed"
+            try:
+                code, stdout, stderr = result.get(timeout=KILL_WAIT)  # reaped
+            except gevent.Timeout:
+                return TIMED_OUT, "", f"{note}, and had not exited {KILL_WAIT:g} s later"
+            return TIMED_OUT, stdout, f"{stderr}{note}"
 
     def _command(self, tool):
+        """sh's Command for TOOL, found on PATH once (sh.CommandNotFound if not)."""
         return self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
+
+    def _start_batch_process(self, tool):
+        """A started _BatchProcess, or the error that prevented it: returned, not
+        raised, since the start may run before anyone waits for it."""
+        try:
+            return _BatchProcess(self._command(tool))
+        except Exception as error:
+            return error
 
 
 class _BatchProcess:
@@ -313,13 +261,8 @@ class _BatchProcess:
         _kill(self._process)
 
 
-def _start_batch_process(command):
-    """A started _BatchProcess, or the error that prevented it: returned, not
-    raised, since the start may run before anyone waits for it."""
-    try:
-        return _BatchProcess(command)
-    except Exception as error:
-        return error
+def _found(tool):
+    return shutil.which(tool) or tool
 
 
 def _sh_args(stdin, out, err):
@@ -388,7 +331,7 @@ def _failed_line(stderr, size):
 
 def _status(code):
     if code == TIMED_OUT:
-        return "timed out"
+        return "killed on timeout"
     if code == NOT_STARTED:
         return "not started"
     return f"failed (killed by signal {-code})" if code < 0 else f"failed (exit {code})"
