@@ -44,7 +44,8 @@ def serve_parser():
     _add_vtepdev(parser)
     parser.add_argument("--socket", default=DEFAULT_SOCKET,
                         help=f"unix socket to serve on (default: {DEFAULT_SOCKET}; its file "
-                             "name without .sock is the driver name)")
+                             "name without .sock is the driver name). Unused when systemd "
+                             "passes the socket (socket activation)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"where network options are kept (default: {DEFAULT_STATE_DIR})")
     parser.add_argument("--audit-log", metavar="FILE",

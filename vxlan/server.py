@@ -1,6 +1,12 @@
 """The gevent server on the plugin's unix socket, and its life: start, serve,
 stop cleanly on SIGTERM or SIGINT (requests in flight finish, within a bound),
 remove the socket.
+
+The socket is either the plugin's own (bound at start, removed at stop) or
+handed over by systemd (socket activation: the listening socket is file
+descriptor 3, LISTEN_PID names this process, LISTEN_FDS says how many). Then
+systemd owns it: it existed before the plugin started and stays after it
+stops, so dockerd's connections wait in its queue instead of failing.
 """
 
 import logging
@@ -16,6 +22,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 log = logging.getLogger("vxlan.server")
 STOP_GRACE = 10.0  # seconds that requests in flight get to finish on SIGTERM
+SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
 
 
 class UnixSocketHandler(WSGIHandler):
@@ -75,8 +82,53 @@ def bind_unix_socket(path):
     return listener
 
 
+def sockets_passed(environ, pid):
+    """How many listening sockets systemd passed to process PID, from the
+    environment ENVIRON (0: no socket activation). Variables meant for another
+    process (a parent that was activated and did not unset them) are ignored."""
+    if environ.get("LISTEN_PID") != str(pid):
+        return 0
+    text = environ.get("LISTEN_FDS", "")
+    if not text.isdigit():
+        raise SystemExit(f"LISTEN_FDS={text!r} (set by systemd for socket activation): "
+                         "expected a number of file descriptors")
+    return int(text)
+
+
+def systemd_socket():
+    """The listening unix socket systemd passed to this process, or None.
+    The LISTEN_* variables are removed, so that no child takes them."""
+    count = sockets_passed(os.environ, os.getpid())
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count == 0:
+        return None
+    if count != 1:
+        raise SystemExit(f"systemd passed {count} sockets (LISTEN_FDS={count}): expected one, "
+                         "the .socket unit's ListenStream")
+    problem = ""
+    try:
+        listener = socket.socket(fileno=SD_LISTEN_FDS_START)
+        usable = (listener.family == socket.AF_UNIX and listener.type == socket.SOCK_STREAM
+                  and listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError as error:
+        usable, problem = False, f" ({error.strerror})"
+    if not usable:
+        raise SystemExit(f"file descriptor {SD_LISTEN_FDS_START}, passed by systemd, is not a "
+                         f"listening unix stream socket{problem}: the .socket unit needs "
+                         "ListenStream=/run/docker/plugins/NAME.sock")
+    os.set_inheritable(SD_LISTEN_FDS_START, False)  # not for ip and bridge
+    return listener
+
+
 def serve(app, socket_path):
-    listener = bind_unix_socket(socket_path)
+    """Serves APP on the socket systemd passed, else on SOCKET_PATH (bound
+    here, and removed when the plugin stops)."""
+    listener = systemd_socket()
+    ours = listener is None
+    if ours:
+        listener = bind_unix_socket(socket_path)
+    where = socket_path if ours else f"{listener.getsockname()} (from systemd)"
     in_flight = RequestsInFlight(app)
     server = WSGIServer(listener, in_flight, handler_class=UnixSocketHandler,
                         log=None, error_log=logging.getLogger("vxlan.http"))
@@ -91,15 +143,18 @@ def serve(app, socket_path):
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop, signum)
-    log.info("serving the vxlan network driver on %s", socket_path)
+    log.info("serving the vxlan network driver on %s", where)
     try:
         server.serve_forever()
         if not in_flight.none.wait(STOP_GRACE):
             log.warning("%d requests still running after %g s: stopping anyway",
                         in_flight.count, STOP_GRACE)
     finally:
-        try:
-            os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
-        log.info("stopped; removed %s", socket_path)
+        if ours:
+            try:
+                os.unlink(socket_path)
+            except FileNotFoundError:
+                pass
+            log.info("stopped; removed %s", socket_path)
+        else:
+            log.info("stopped; the socket stays with systemd")

@@ -68,7 +68,7 @@ class Netns:
 class Plugin:
     """The plugin as a process in the namespace, with its socket, state and audit log."""
 
-    def __init__(self, netns, workdir, flags=(), env=None):
+    def __init__(self, netns, workdir, flags=(), env=None, launcher=()):
         self.netns = netns
         self.workdir = workdir
         self.socket = os.path.join(workdir, "vxlan.sock")
@@ -77,12 +77,14 @@ class Plugin:
         self.stderr_path = os.path.join(workdir, "plugin.log")
         self.flags = list(flags)
         self.env = env
+        self.launcher = list(launcher)  # a command that runs the plugin's command line
         self.process = None
 
     def start(self):
         with open(self.stderr_path, "a") as stderr:
             self.process = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns.name, sys.executable, "-m", "vxlan",
+                ["ip", "netns", "exec", self.netns.name, *self.launcher,
+                 sys.executable, "-m", "vxlan",
                  "--socket", self.socket, "--state-dir", self.state_dir,
                  "--audit-log", self.audit_log, *self.flags],
                 cwd=REPO, stdout=stderr, stderr=stderr, env=self.env)

@@ -1,5 +1,6 @@
 """The server: one slow command does not stall other requests, commands time
-out, the socket is root's alone, and SIGTERM stops cleanly."""
+out, the socket is root's alone, SIGTERM stops cleanly, and a socket passed by
+systemd (socket activation) is served and left in place."""
 
 import os
 import shutil
@@ -10,9 +11,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import rpc
-from tests.kernel.conftest import (REPO, Plugin, endpoint_request, network_request, new_id,
-                                   start_join)
+from tests.kernel.conftest import (REPO, Plugin, create_and_join, endpoint_request,
+                                   network_request, new_id, start_join)
 
 def test_requests_are_served_while_a_command_runs(slow_plugin):
     plugin = slow_plugin(3)
@@ -121,3 +124,36 @@ def test_commands_leave_no_open_files_behind(plugin):
     before = open_files(plugin.process.pid)
     cycle(30)  # 60 commands
     assert open_files(plugin.process.pid) <= before + 2
+
+
+def test_serves_on_the_socket_systemd_passes_and_leaves_it_there(netns, workdir):
+    """systemd-socket-activate holds the socket as a .socket unit does, and
+    execs the plugin in its place at the first connection (Plugin.start's
+    first call): the plugin serves on the socket it inherited."""
+    activator = shutil.which("systemd-socket-activate")
+    if activator is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
+    path = os.path.join(workdir, "vxlan.sock")
+    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0"], launcher=[activator, "-l", path])
+    plugin.start()
+    try:
+        assert f"serving the vxlan network driver on {path} (from systemd)" in plugin.log()
+        network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "22"})
+        assert netns.link("vx_" + network_id[:12])["linkinfo"]["info_data"]["id"] == 22
+        assert os.readlink(f"/proc/{plugin.process.pid}/fd/3").startswith("socket:")
+    finally:
+        assert plugin.stop(signal.SIGTERM) == 0
+    assert stat.S_ISSOCK(os.stat(path).st_mode)  # systemd's, not the plugin's to remove
+    assert "the socket stays with systemd" in plugin.log()
+
+
+def test_listen_variables_meant_for_another_process_are_ignored(netns, workdir):
+    """LISTEN_PID names the process systemd passed the socket to: a plugin
+    that merely inherited the variables binds its own socket as usual."""
+    env = dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")
+    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0"], env=env).start()
+    try:
+        assert f"serving the vxlan network driver on {plugin.socket}\n" in plugin.log()
+    finally:
+        assert plugin.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(plugin.socket)
