@@ -427,7 +427,7 @@ class Host:
 
     # -- plugin ----------------------------------------------------------------
 
-    def start_plugin(self, args=(), env=None, *,
+    def start_plugin(self, args=(), env=None, *, socket_activated=False,
                      timeout=PLUGIN_START_TIMEOUT) -> subprocess.Popen:
         """Starts the plugin (``python -m vxlan``) inside this host and waits
         until its socket /run/docker/plugins/vxlan.sock accepts connections.
@@ -435,20 +435,31 @@ class Host:
         The plugin gets --socket, --state-dir DIR/plugin-state and --audit-log
         DIR/audit.jsonl, then args; DOCKER_HOST points at this host's dockerd
         (env adds to or overrides the environment).  Output is appended to
-        DIR/plugin.log.  Returns the Popen, whose pid is the plugin's own."""
+        DIR/plugin.log.  Returns the Popen, whose pid is the plugin's own.
+
+        socket_activated: systemd-socket-activate holds the socket, as a
+        .socket unit does, and execs the plugin in its place (same pid) at the
+        first connection; this returns once the socket listens, connecting to
+        nothing, so the plugin is not running yet."""
         if self._plugin_popen is not None and self._plugin_popen.poll() is None:
             raise LabError(f"{self.name}: a plugin is already running (pid {self.plugin_pid})")
         sock = "/run/docker/plugins/vxlan.sock"
-        cmd = self.nsenter_prefix() + [
+        plugin_env = {"DOCKER_HOST": self.docker_host, "PYTHONUNBUFFERED": "1", **(env or {})}
+        activator = []
+        if socket_activated:  # it hands the plugin only LISTEN_* and the variables of -E
+            activator = ["systemd-socket-activate", "-l", sock,
+                         *(f"--setenv={name}={value}" for name, value in plugin_env.items())]
+        cmd = self.nsenter_prefix() + activator + [
             self.lab.python, "-m", "vxlan",
             "--socket", sock,
             "--state-dir", self.plugin_state_dir,
             "--audit-log", self.audit_log_path,
             *map(str, args)]
-        full_env = dict(os.environ, DOCKER_HOST=self.docker_host, PYTHONUNBUFFERED="1")
-        full_env.update(env or {})
+        full_env = dict(os.environ, **plugin_env)
         outside = f"/proc/{self._ns_pid()}/root{sock}"
         before = _sock_id(outside)
+        ready = ((lambda: listening(self._ns_pid(), sock)) if socket_activated else
+                 (lambda: _sock_id(outside) not in (None, before) and connects(outside)))
         with open(self.plugin_log_path, "ab") as log:
             log.write(f"=== {time.strftime('%H:%M:%S')} start: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -465,7 +476,7 @@ class Host:
                 raise LabError(f"{self.name}: plugin exited with {popen.returncode} before "
                                f"its socket was up\n--- {self.plugin_log_path} ---\n"
                                f"{_tail(self.plugin_log_path)}")
-            if _sock_id(outside) not in (None, before) and connects(outside):
+            if ready():
                 return popen
             if time.monotonic() > deadline:
                 self.stop_plugin(signal.SIGKILL)
@@ -540,6 +551,18 @@ def connects(path) -> bool:
         return False
     finally:
         s.close()
+
+
+def listening(pid, path) -> bool:
+    """Whether a unix socket bound at PATH listens in the network namespace
+    of process PID (read from /proc, without connecting to it)."""
+    with open(f"/proc/{pid}/net/unix") as table:
+        next(table)                              # Num RefCount Protocol Flags Type St Inode Path
+        for line in table:
+            fields = line.split()
+            if fields[7:8] == [path] and int(fields[3], 16) & 0x10000:   # __SO_ACCEPTCON
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------

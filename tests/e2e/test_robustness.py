@@ -175,15 +175,21 @@ def plugin_restarted_while_dockerd_is_down(host):
     return {"while_stopped": restart_plugin}
 
 
-def plugin_started_after_dockerd(host):
-    """The plugin crashed (its socket file stays) and comes back only once
-    the new dockerd has tried to reach it."""
+def dockerd_log_from_now(host):
+    """A function that returns what dockerd logged since this call."""
     with open(host.dockerd_log, "rb") as log:
         old = len(log.read())
 
     def new_log():
         with open(host.dockerd_log, "rb") as log:
             return log.read()[old:].decode(errors="replace")
+    return new_log
+
+
+def plugin_started_after_dockerd(host):
+    """The plugin crashed (its socket file stays) and comes back only once
+    the new dockerd has tried to reach it."""
+    new_log = dockerd_log_from_now(host)
 
     def wait_then_start():
         wait_for(lambda: "Unable to connect to plugin" in new_log(), 30,
@@ -214,9 +220,46 @@ def test_dockerd_restart_brings_back_restart_always_containers(hosts, order):
     assert plugin_links(h1) == []
 
 
+def command_line(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode().split("\0")[:-1]
+
+
+def test_a_socket_held_for_the_plugin_starts_it_for_a_restarting_dockerd(hosts):
+    """As at boot with the .socket unit: the socket exists before dockerd
+    starts and the plugin does not run. dockerd's first connection waits in
+    the socket's queue and starts the plugin (systemd-socket-activate stands
+    for systemd), so --restart=always containers come back without dockerd
+    ever failing to reach the plugin."""
+    h1 = hosts[0]
+    network_id = create_network([h1], "rb-socket", 67, "10.67.0")
+    for name in ("rb-socket-a", "rb-socket-b"):
+        run(h1, name, "rb-socket", "--restart=always", "--stop-timeout", "1")
+
+    def hold_the_socket():
+        h1.stop_plugin()               # SIGTERM: the plugin removes the socket it bound
+        h1.start_plugin(PLUGIN_ARGS, socket_activated=True)
+        assert command_line(h1.plugin_pid)[0] == "systemd-socket-activate"  # no plugin yet
+    new_log = dockerd_log_from_now(h1)
+    h1.restart_dockerd(while_stopped=hold_the_socket)
+
+    wait_for(lambda: len(running(h1)) == 2, 60, "both containers to run again")
+    assert command_line(h1.plugin_pid)[1:3] == ["-m", "vxlan"]   # became the plugin
+    assert "/run/docker/plugins/vxlan.sock (from systemd)" in h1.plugin_log()
+    ping(h1, "rb-socket-a", network_field(h1, "rb-socket-b", "rb-socket"))
+    ping(h1, "rb-socket-b", network_field(h1, "rb-socket-a", "rb-socket"))
+    for failure in ("Unable to locate plugin", "Unable to connect to plugin"):
+        assert failure not in new_log()
+    assert vxlans(h1) == ["vx_" + network_id[:12]]
+    h1.docker("rm", "-f", "rb-socket-a", "rb-socket-b")
+    assert plugin_links(h1) == []
+
+
 def test_a_plugin_back_too_late_leaves_restart_always_containers_stopped(hosts):
-    """Docker gives up on a missing plugin after about 30 s: those containers
-    stay stopped, and `docker start` brings them back once the plugin is up."""
+    """Docker tries a plugin that does not answer for about 15 s per container
+    (retries after 1, 2, 4 and 8 s), one container after the other, then gives
+    up: those containers stay stopped, and `docker start` brings them back
+    once the plugin is up."""
     h1 = hosts[0]
     create_network([h1], "rb-late", 63, "10.63.0")
     for name in ("rb-late-a", "rb-late-b"):
