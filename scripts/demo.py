@@ -11,6 +11,7 @@ everything, also after an error or Ctrl-C.
     python3 scripts/demo.py               # 3 hosts, multicast Group
     python3 scripts/demo.py --peers       # Peers: head-end replication, no multicast
     python3 scripts/demo.py --hosts 2
+    python3 scripts/demo.py --engine sid  # Debian unstable's Docker Engine (28)
 
 Needs root and what `scripts/install.sh --test` installs (stdlib only).  The
 helpers below are also what tests/e2e/test_multihost.py uses.
@@ -120,6 +121,9 @@ def main(argv=None):
     parser.add_argument("--peers", action="store_true",
                         help="Peers (the other hosts' addresses) instead of a multicast Group")
     parser.add_argument("--vni", type=int, default=42, help="the VxlanId (default 42)")
+    parser.add_argument("--engine", metavar="RELEASE",
+                        help="the docker.io of this Debian release (trixie: Engine 26, "
+                             "sid: 28) instead of the machine's; see scripts/lab.py")
     args = parser.parse_args(argv)
     if not 2 <= args.hosts <= 20:
         parser.error("--hosts: 2 to 20")
@@ -132,8 +136,9 @@ def main(argv=None):
         options = lambda host: {"VxlanId": args.vni, "Group": GROUP}  # noqa: E731
     failed = 0
     try:
-        with lablib.Lab(args.hosts) as lab:
-            print(f"lab {lab.prefix}: {args.hosts} Docker hosts on one underlay "
+        with lablib.Lab(args.hosts, engine=args.engine) as lab:
+            engine = f" (Engine {lab.hosts[0].server_version})" if args.engine else ""
+            print(f"lab {lab.prefix}: {args.hosts} Docker hosts{engine} on one underlay "
                   f"(eth0: {', '.join(f'{h.name} {h.underlay_ip}' for h in lab.hosts)})")
             for host in lab.hosts:
                 plugin = host.start_plugin(["--vtepdev", "eth0"])

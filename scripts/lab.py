@@ -35,17 +35,30 @@ owning process died (a killed test run) is torn down by the next Lab.up().
 
 The plugin runs with DVL_PYTHON, else REPO/.venv/bin/python, else this Python;
 the docker CLI is DVL_DOCKER, else Debian's /usr/bin/docker, else the first on PATH.
+
+Other Docker engines: ``Lab(2, engine="trixie")`` runs each host's dockerd
+from another Debian release's docker.io (trixie: Engine 26, sid: Engine 28):
+the host's mount namespace has as its root a root of that release, which
+debootstrap makes once per machine and keeps in
+/var/cache/docker-vxlan-plugin-lab (remove that directory to drop them; a root
+that is missing or was made by another recipe is made again).  Such a host's
+docker CLI is the release's own, run in that root; its plugin and
+``run_in_ns`` commands are this machine's, run in the host's network and UTS
+namespace only, and the plugin's socket is in DIR/plugins, which is that
+dockerd's /run/docker/plugins.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import fcntl
 import io
 import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -61,6 +74,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY = Path("/run/dvl-lab")
 IMAGE = "busybox-local:latest"
+PLUGIN_SOCKET = "/run/docker/plugins/vxlan.sock"     # where a host's dockerd looks
 NETNS_RE = re.compile(r"^(dvl[a-z0-9]{4})-(sw|h\d+)$")
 
 DOCKERD_START_TIMEOUT = 60.0
@@ -241,6 +255,118 @@ def _docker_cli() -> str:
 
 
 # --------------------------------------------------------------------------
+# Debian roots, for the Docker engines of other releases
+
+ROOTS = Path("/var/cache/docker-vxlan-plugin-lab")
+MIRROR = "http://deb.debian.org/debian"
+ENGINE_PACKAGES = ("docker.io", "docker-cli", "iproute2", "busybox-static")
+ROOT_BUILD_TIMEOUT = 900.0
+# sid's Release file at the archive copy reachable here has expired
+APT_GET = ["apt-get", "-q", "-o", "Acquire::Check-Valid-Until=false"]
+# what runs in a root sees a plain Debian environment, not this one's
+ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C",
+            "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def debian_root(release: str, packages=(), name: str = None, cache: Path = ROOTS) -> Path:
+    """A directory holding Debian RELEASE (debootstrap's minbase) with PACKAGES
+    installed (without recommends), made once and kept as CACHE/NAME (default:
+    RELEASE); made again when missing or made by another recipe.  A build holds
+    a lock, so runs side by side make a root once.  No package's service starts
+    in it (policy-rc.d), and dpkg does not sync (force-unsafe-io)."""
+    name = name or release
+    recipe = json.dumps({"release": release, "mirror": MIRROR, "packages": list(packages),
+                         "dpkg": "force-unsafe-io"})
+    root, stamp = cache / name, cache / f"{name}.recipe"
+    base = debian_root(release, cache=cache) if packages else None   # before the lock
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if root.is_dir() and stamp.exists() and stamp.read_text() == recipe:
+            return root
+        stamp.unlink(missing_ok=True)
+        building = cache / f"{name}.building"
+        for path in (root, building):
+            shutil.rmtree(path, ignore_errors=True)
+        if packages:
+            run(["cp", "-a", str(base), str(building)])
+            in_root(building, [*APT_GET, "update"], timeout=ROOT_BUILD_TIMEOUT)
+            in_root(building, [*APT_GET, "install", "-y", "--no-install-recommends",
+                               *packages], timeout=ROOT_BUILD_TIMEOUT)
+            in_root(building, [*APT_GET, "clean"])
+        else:
+            run(["debootstrap", "--variant=minbase", release, str(building), MIRROR],
+                timeout=ROOT_BUILD_TIMEOUT, env=dict(os.environ, **ROOT_ENV))
+            policy = building / "usr" / "sbin" / "policy-rc.d"
+            policy.write_text("#!/bin/sh\n# lab.py: no service starts in this root\nexit 101\n")
+            policy.chmod(0o755)
+            # a throwaway root: dpkg need not sync every file (halves install times)
+            (building / "etc" / "dpkg" / "dpkg.cfg.d" / "lab-unsafe-io").write_text(
+                "force-unsafe-io\n")
+        building.rename(root)
+        stamp.write_text(recipe)
+        return root
+
+
+def engine_root(release: str) -> Path:
+    """The root of RELEASE's Docker engine (docker.io, its CLI, iproute2, busybox)."""
+    return debian_root(release, ENGINE_PACKAGES, f"{release}-engine")
+
+
+def in_root(root, cmd, *, timeout=120.0, check=True, mounts="",
+            env=None) -> subprocess.CompletedProcess:
+    """Runs cmd chrooted in ROOT, with /proc and /dev, in a mount namespace of
+    its own (its mounts end with it), in a plain environment (ROOT_ENV, and
+    ENV).  MOUNTS: shell lines to run first, with $ROOT set (e.g. to mount an
+    overlay there)."""
+    script = (f'set -e\n{mounts}\nmount -t proc proc "$ROOT/proc"\n'
+              'mount --rbind /dev "$ROOT/dev"\nexec chroot "$ROOT" "$@"\n')
+    return run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                "in-root", *map(str, cmd)], timeout=timeout, check=check,
+               env=dict(ROOT_ENV, **(env or {}), ROOT=str(root)))
+
+
+def _machine_engine_mounts() -> str:
+    """Shell lines, run in a host's new mount namespace, that make /run/docker,
+    /etc/docker and /run/containerd its own (the machine's engine); makes the
+    mount points."""
+    for mount_point in ("/run/docker", "/run/containerd"):    # empty dirs
+        os.makedirs(mount_point, exist_ok=True)
+    return (
+        "mount -t tmpfs -o mode=0755 tmpfs /run/docker\n"
+        "mkdir -p /run/docker/plugins\n"
+        "if [ -d /etc/docker ]; then mount -t tmpfs -o mode=0755 tmpfs /etc/docker; fi\n"
+        # containerd's shims put sockets in /run/containerd/s whatever
+        # containerd's own root; and a containerd.sock of the machine's
+        # there would be used by every host's dockerd
+        "mount -t tmpfs -o mode=0711 tmpfs /run/containerd\n")
+
+
+def _engine_root_mounts(root, lab_dir, plugin_dir) -> str:
+    """Shell lines, run in a host's new mount namespace, that make ROOT its
+    root (pivot_root: with a mere chroot, `docker exec` would land in this
+    machine's root, the mount namespace's).  What dockerd, containerd (in
+    /opt/containerd) and the CLI write goes to tmpfs or to the lab's directory,
+    mounted at its own path so that paths mean the same inside and out: the
+    cached root stays as it was.  PLUGIN_DIR (made here) becomes its
+    /run/docker/plugins."""
+    if not str(lab_dir).startswith("/tmp/"):   # /tmp is a tmpfs in the root
+        raise LabError(f"a lab on another engine needs its directory under /tmp, not {lab_dir}")
+    os.makedirs(plugin_dir, exist_ok=True)
+    root, lab_dir, plugin_dir = (shlex.quote(str(p)) for p in (root, lab_dir, plugin_dir))
+    return (
+        f"mount --bind {root} {root}\n"                 # pivot_root wants a mount point
+        + "".join(f"mount --rbind /{d} {root}/{d}\n" for d in ("proc", "sys", "dev"))
+        + "".join(f"mount -t tmpfs -o mode=0755 tmpfs {root}/{d}\n"
+                  for d in ("run", "tmp", "root", "opt", "etc/docker"))
+        + f"mkdir -p {root}/run/docker/plugins {root}{lab_dir}\n"
+        f"mount --bind {lab_dir} {root}{lab_dir}\n"
+        f"mount --bind {plugin_dir} {root}/run/docker/plugins\n"
+        # pivot_root(".", ".") stacks the old root on the new one; unmount it
+        f"cd {root}\npivot_root . .\numount -l .\ncd /\n")
+
+
+# --------------------------------------------------------------------------
 
 class Host:
     """One Docker host of a lab: a network namespace with eth0 on the
@@ -287,6 +413,11 @@ class Host:
         return os.path.join(self.dir, "audit.jsonl")
 
     @property
+    def plugin_dir(self) -> str:
+        """/run/docker/plugins of a host on another release's engine."""
+        return os.path.join(self.dir, "plugins")
+
+    @property
     def plugin_state_dir(self) -> str:
         return os.path.join(self.dir, "plugin-state")
 
@@ -297,7 +428,10 @@ class Host:
         env = dict(os.environ, DOCKER_CLI_HINTS="false")
         env.pop("DOCKER_HOST", None)
         env.pop("DOCKER_CONTEXT", None)
-        return run([_docker_cli(), "-H", self.docker_host, *map(str, args)],
+        # another release's client runs in its root, where the lab's directory
+        # is mounted at its own path
+        cli = ([*self._engine_ns_prefix(), "docker"] if self.lab.root else [_docker_cli()])
+        return run([*cli, "-H", self.docker_host, *map(str, args)],
                    check=check, timeout=timeout, input=input, env=env)
 
     def _ns_pid(self) -> int:
@@ -309,7 +443,14 @@ class Host:
         raise LabError(f"{self.name}: dockerd is not running")
 
     def nsenter_prefix(self) -> list:
-        """The command prefix that enters this host (mount, net and UTS ns)."""
+        """The command prefix that enters this host with this machine's
+        commands: its network and UTS namespace, and its mount namespace if
+        it runs the machine's engine (another release's has its root there)."""
+        mount = [] if self.lab.root else ["-m"]
+        return ["nsenter", "-t", str(self._ns_pid()), *mount, "-n", "-u", "--"]
+
+    def _engine_ns_prefix(self) -> list:
+        """The command prefix that enters dockerd's namespaces, mount included."""
         return ["nsenter", "-t", str(self._ns_pid()), "-m", "-n", "-u", "--"]
 
     def run_in_ns(self, cmd, *, check=True, timeout=30.0, input=None) -> subprocess.CompletedProcess:
@@ -345,23 +486,16 @@ class Host:
         ]
         self._dockerd_argv = dockerd
         # Inside a private mount namespace: drop the copies of /run/netns
-        # (else they would keep other labs' namespaces alive), make /run/docker,
-        # /etc/docker and /run/containerd private to this host, become dockerd.
+        # (else they would keep other labs' namespaces alive), give the host
+        # its own /run and /etc/docker, become dockerd.
         script = (
             "set -e\n"
             f"hostname {self.name}\n"
             "umount -R -l /run/netns 2>/dev/null || true\n"
-            "mount -t tmpfs -o mode=0755 tmpfs /run/docker\n"
-            "mkdir -p /run/docker/plugins\n"
-            "if [ -d /etc/docker ]; then mount -t tmpfs -o mode=0755 tmpfs /etc/docker; fi\n"
-            # containerd's shims put sockets in /run/containerd/s whatever
-            # containerd's own root; and a containerd.sock of the machine's
-            # there would be used by every host's dockerd
-            "mount -t tmpfs -o mode=0711 tmpfs /run/containerd\n"
+            + (_engine_root_mounts(self.lab.root, self.lab.dir, self.plugin_dir) if self.lab.root
+               else _machine_engine_mounts()) +
             'exec "$@"\n'
         )
-        for mount_point in ("/run/docker", "/run/containerd"):    # empty dirs
-            os.makedirs(mount_point, exist_ok=True)
         # unshare and nsenter (no -F needed: it forks only for a PID
         # namespace) exec in place, and so does sh: this PID becomes dockerd.
         self._spawn_dockerd(["unshare", "-m", "-u", "--propagation", "private",
@@ -386,8 +520,9 @@ class Host:
         it answers.  Meanwhile a `sleep` holds the host's namespaces (and so
         /run/docker/plugins) and stands in for dockerd in nsenter_prefix(),
         so that start_plugin() works while dockerd is down."""
-        holder = subprocess.Popen(self.nsenter_prefix() + ["sleep", "infinity"],
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        holder = subprocess.Popen(
+            self._engine_ns_prefix() + ["sleep", "infinity"],
+            stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             self._holder = (holder.pid, _starttime(holder.pid))
             stop_processes([(self.dockerd_pid, self.dockerd_start)], stop_timeout)
@@ -395,7 +530,7 @@ class Host:
                 self._dockerd_popen.wait(5)
             if while_stopped:
                 while_stopped()
-            self._spawn_dockerd(self.nsenter_prefix() + self._dockerd_argv)  # nsenter execs
+            self._spawn_dockerd(self._engine_ns_prefix() + self._dockerd_argv)  # nsenter execs
             self.lab._save()
             if while_starting:
                 while_starting()
@@ -430,7 +565,9 @@ class Host:
     def start_plugin(self, args=(), env=None, *, socket_activated=False,
                      timeout=PLUGIN_START_TIMEOUT) -> subprocess.Popen:
         """Starts the plugin (``python -m vxlan``) inside this host and waits
-        until its socket /run/docker/plugins/vxlan.sock accepts connections.
+        until its socket PLUGIN_SOCKET accepts connections (for another
+        release's engine, the plugin runs outside that engine's root, its
+        socket in plugin_dir, which dockerd sees as /run/docker/plugins).
 
         The plugin gets --socket, --state-dir DIR/plugin-state and --audit-log
         DIR/audit.jsonl, then args; DOCKER_HOST points at this host's dockerd
@@ -443,7 +580,7 @@ class Host:
         nothing, so the plugin is not running yet."""
         if self._plugin_popen is not None and self._plugin_popen.poll() is None:
             raise LabError(f"{self.name}: a plugin is already running (pid {self.plugin_pid})")
-        sock = "/run/docker/plugins/vxlan.sock"
+        sock = os.path.join(self.plugin_dir, "vxlan.sock") if self.lab.root else PLUGIN_SOCKET
         plugin_env = {"DOCKER_HOST": self.docker_host, "PYTHONUNBUFFERED": "1", **(env or {})}
         activator = []
         if socket_activated:  # it hands the plugin only LISTEN_* and the variables of -E
@@ -456,7 +593,7 @@ class Host:
             "--audit-log", self.audit_log_path,
             *map(str, args)]
         full_env = dict(os.environ, **plugin_env)
-        outside = f"/proc/{self._ns_pid()}/root{sock}"
+        outside = f"/proc/{self._ns_pid()}/root{PLUGIN_SOCKET}"
         before = _sock_id(outside)
         ready = ((lambda: listening(self._ns_pid(), sock)) if socket_activated else
                  (lambda: _sock_id(outside) not in (None, before) and connects(outside)))
@@ -572,11 +709,13 @@ class Lab:
     call up() and down() (down is always safe to call)."""
 
     def __init__(self, n: int = 1, *, image: bool = True, python: str = None,
-                 ipv6: bool = True, persistent: bool = False):
+                 ipv6: bool = True, persistent: bool = False, engine: str = None):
         if n < 1 or n > 200:
             raise ValueError("a lab has 1 to 200 hosts")
         self.n = n
         self.image = image
+        self.engine = engine                  # the Debian release whose docker.io runs,
+        self.root = ""                        # and its root once up; None, "": the machine's
         self.python = python or _default_python()
         self.ipv6 = ipv6
         self.persistent = persistent          # made by "lab.py up": no atexit down
@@ -586,7 +725,7 @@ class Lab:
         self.hosts = []
         self._atexit = False
         self.owner = (os.getpid(), _starttime(os.getpid()))
-        self.timings = {}                     # seconds: network, dockerd, image, up, down
+        self.timings = {}                     # seconds: root, network, dockerd, image, up, down
 
     def __enter__(self) -> "Lab":
         return self.up()
@@ -608,8 +747,12 @@ class Lab:
         image if image=True).  On any failure it tears down what it made."""
         if self.prefix is not None:
             raise LabError("this lab is already up")
-        _check_tools(self.image)
+        _check_tools(self.image, self.engine)
         reap_stale_labs()
+        if self.engine:
+            started = time.monotonic()
+            self.root = str(engine_root(self.engine))   # made unless cached
+            self.timings["root"] = time.monotonic() - started
         t0 = time.monotonic()
         taken = set(_netns_list())
         REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -620,7 +763,7 @@ class Lab:
                 break
         self.prefix = prefix
         self.switch_ns = f"{prefix}-sw"
-        self.dir = tempfile.mkdtemp(prefix=f"{prefix}-")
+        self.dir = tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp" if self.root else None)
         self.hosts = [Host(self, i) for i in range(1, self.n + 1)]
         if not self.persistent:
             atexit.register(self.down)
@@ -746,6 +889,7 @@ class Lab:
         data = {
             "prefix": self.prefix, "dir": self.dir, "switch_ns": self.switch_ns,
             "persistent": self.persistent, "python": self.python,
+            "engine": self.engine, "root": self.root,
             "owner_pid": self.owner[0], "owner_start": self.owner[1],
             "hosts": [h.to_dict() for h in self.hosts],
         }
@@ -758,7 +902,8 @@ class Lab:
         """The lab a record (REGISTRY/PREFIX.json) describes, to down() it."""
         data = json.loads(Path(path).read_text())
         lab = cls(max(1, len(data["hosts"])), persistent=data.get("persistent", False),
-                  python=data.get("python"))
+                  python=data.get("python"), engine=data.get("engine"))
+        lab.root = data.get("root", "")
         lab.prefix, lab.dir, lab.switch_ns = data["prefix"], data["dir"], data["switch_ns"]
         lab.owner = (data.get("owner_pid"), data.get("owner_start"))
         lab.hosts = []
@@ -829,14 +974,16 @@ def ensure_image(host: Host, name: str = IMAGE) -> None:
     host.docker("import", "-c", 'CMD ["sh"]', host.lab.image_tar(), name, timeout=120)
 
 
-def _check_tools(image: bool) -> None:
+def _check_tools(image: bool, engine: str) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root")
-    tools = ["ip", "unshare", "nsenter", "mount", "dockerd", "containerd", "runc"]
+    tools = ["ip", "unshare", "nsenter", "mount"]
+    # another release's engine comes in its root, which debootstrap makes
+    tools += ["debootstrap", "pivot_root"] if engine else ["dockerd", "containerd", "runc"]
     if image:
         tools.append("busybox")
     missing = [t for t in tools if not shutil.which(t)]
-    if not shutil.which(_docker_cli()):
+    if not engine and not shutil.which(_docker_cli()):
         missing.append("docker")
     if missing:
         raise LabError(f"missing {', '.join(missing)}: run scripts/install.sh --test")
@@ -897,6 +1044,9 @@ def main(argv=None) -> int:
     p_up.add_argument("--no-image", action="store_true", help="skip the busybox-local image")
     p_up.add_argument("--no-ipv6", action="store_true")
     p_up.add_argument("--python", help="the python the plugin runs with")
+    p_up.add_argument("--engine", metavar="RELEASE",
+                      help="run the docker.io of this Debian release (e.g. trixie, sid), "
+                           "from a root kept in " + str(ROOTS))
     p_down = sub.add_parser("down", help="tear down labs made by `up` (or the named ones)")
     p_down.add_argument("prefix", nargs="*")
     p_down.add_argument("--all", action="store_true",
@@ -906,11 +1056,13 @@ def main(argv=None) -> int:
 
     if args.cmd == "up":
         lab = Lab(args.n, image=not args.no_image, ipv6=not args.no_ipv6,
-                  python=args.python, persistent=True).up()
+                  python=args.python, persistent=True, engine=args.engine).up()
         print(f"lab {lab.prefix} up in {lab.timings['up']:.1f} s (dir {lab.dir})")
         for h in lab.hosts:
-            print(f"  {h.name}: netns {h.netns}  eth0 {h.underlay_ip} {h.underlay_ip6}\n"
-                  f"      docker -H {h.docker_host} ...\n"
+            docker = f"nsenter -t {h.dockerd_pid} -m -- docker" if lab.root else "docker"
+            print(f"  {h.name}: netns {h.netns}  eth0 {h.underlay_ip} {h.underlay_ip6}  "
+                  f"Docker Engine {h.server_version}\n"
+                  f"      {docker} -H {h.docker_host} ...\n"
                   f"      nsenter -t {h.dockerd_pid} -m -n -u -- sh")
         print(f"down: python {sys.argv[0]} down {lab.prefix}")
         return 0

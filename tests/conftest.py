@@ -2,7 +2,8 @@
 
 lab1 / lab2 give a lab of 1 / 2 hosts (module-scoped), each with its own
 dockerd and the busybox-local:latest image; the lab is torn down after the
-module, whatever happened.  They skip only when not root; anything else that
+module, whatever happened.  engine_lab2 is lab2 once on each Docker engine
+the suite runs (ENGINES).  They skip only when not root; anything else that
 stops a lab from coming up is an error.
 """
 
@@ -19,10 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import lab as lablib  # noqa: E402  (scripts/lab.py)
 
 
-def _lab(n):
+# The Docker engines the suite runs: the machine's docker.io (Engine 20.10 on
+# Debian 12), and Debian 13's (26) and unstable's (28) from cached roots.
+ENGINES = {"machine": None, "trixie": "trixie", "sid": "sid"}
+
+
+def _lab(n, engine=None):
     if os.geteuid() != 0:
         pytest.skip("a lab of Docker hosts needs root")
-    with lablib.Lab(n) as lab:
+    with lablib.Lab(n, engine=engine) as lab:
         yield lab
 
 
@@ -36,6 +42,13 @@ def lab1():
 def lab2():
     """A lab of two Docker hosts on one underlay: h1, h2 = lab2.hosts."""
     yield from _lab(2)
+
+
+@pytest.fixture(scope="module", params=list(ENGINES.values()), ids=list(ENGINES))
+def engine_lab2(request):
+    """A lab of two Docker hosts on each engine of ENGINES in turn (a module's
+    tests run on one engine, then on the next)."""
+    yield from _lab(2, request.param)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 the underlay, run containers, and leave nothing behind."""
 
 import os
+import shutil
 
 import pytest
 
@@ -72,3 +73,45 @@ def test_busybox_image_has_true_and_tmp(lab1):
                    "sh", "-c", "test -d /tmp && hostname && echo ok").stdout
     assert out.split()[-1] == "ok"
     assert h.run_in_ns("hostname").stdout.strip() == "h1"
+
+
+def test_a_host_on_another_engine_runs_it_from_its_cached_root(root):
+    """Debian 13's Engine 26 in a lab host: containers see their own root
+    (also under `docker exec`, which a chroot would send to this machine's),
+    and the lab leaves the cached root as it found it."""
+    cached = lablib.engine_root("trixie")
+    built = (cached.parent / f"{cached.name}.recipe").stat().st_mtime
+    lab = lablib.Lab(1, engine="trixie")
+    with lab:
+        (h,) = lab.hosts
+        assert h.server_version.startswith("26.")
+        assert h.docker("version", "--format", "{{.Client.Version}}").stdout.startswith("26.")
+        h.docker("run", "-d", "--name", "inside", "--net", "none", lablib.IMAGE, "sleep", "60")
+        listing = h.docker("exec", "inside", "sh", "-c", "ls /sys/class/net; ls /").stdout
+        assert listing.split() == ["lo", "bin", "dev", "etc", "proc", "root", "sys", "tmp",
+                                   "var"]
+        # the plugin's side: this machine's Python in the host's network namespace
+        plugin = h.start_plugin(["--vtepdev", "eth0"])
+        assert os.readlink(f"/proc/{plugin.pid}/ns/net") == os.readlink(
+            f"/proc/{h.dockerd_pid}/ns/net")
+        assert os.path.exists(f"/proc/{h.dockerd_pid}/root{lablib.PLUGIN_SOCKET}")
+        pids = [h.dockerd_pid, plugin.pid]
+    assert not any(lablib.alive(pid) for pid in pids)
+    changed = [str(p) for p in cached.rglob("*") if p.lstat().st_mtime > built]
+    assert changed == []
+
+
+def test_a_debian_root_is_made_once_and_again_when_missing(root, tmp_path):
+    """debian_root's cache, with a package added to a copy of the cached
+    minbase root (a fresh debootstrap would take a minute)."""
+    minbase = lablib.debian_root("trixie")
+    lablib.run(["cp", "-a", str(minbase), str(tmp_path / "trixie")])
+    shutil.copy(minbase.parent / "trixie.recipe", tmp_path)
+    made = lablib.debian_root("trixie", ["busybox-static"], "bb", cache=tmp_path)
+    assert made == tmp_path / "bb" and (made / "bin" / "busybox").exists()
+    (made / "marker").touch()
+    assert lablib.debian_root("trixie", ["busybox-static"], "bb", cache=tmp_path) == made
+    assert (made / "marker").exists()              # kept, not made again
+    shutil.rmtree(made)
+    assert lablib.debian_root("trixie", ["busybox-static"], "bb", cache=tmp_path) == made
+    assert (made / "bin" / "busybox").exists() and not (made / "marker").exists()
