@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the plugin needs, as root on Debian 12 or 13, and the plugin
-# itself into $REPO/.venv (pip install -e). Safe to run again: it only installs
-# what is missing, and reinstalls into the venv only when setup.py or a
-# requirements file changed.
+# Installs what the plugin needs, as root on Debian 12, 13 or unstable, and
+# the plugin itself into $REPO/.venv (pip install -e). Safe to run again: it
+# only installs what is missing, and reinstalls into the venv only when
+# setup.py or a requirements file changed.
 #
 #   scripts/install.sh          the plugin: iproute2, python3 + venv
-#   scripts/install.sh --test   also what the tests need: docker.io, busybox-static,
-#                               iptables, iperf3, iputils-ping (ping -M do), debootstrap,
+#   scripts/install.sh --test   also what the tests need: docker.io (and docker-cli,
+#                               its CLI from Debian 13 on), busybox-static, iptables,
+#                               iperf3, iputils-ping (ping -M do), debootstrap,
 #                               systemd (systemd-socket-activate, systemd-analyze), and
 #                               requirements-test.txt in the venv
-#                               (same as INSTALL_TEST=1)
+#                               (same as INSTALL_TEST=1). Where Docker's own packages
+#                               (docker-ce, containerd.io) are installed, it uses
+#                               their engine instead of docker.io.
 #
 # PYTHON=/path/to/python3 picks the interpreter the venv is made from.
 set -euo pipefail
@@ -41,19 +44,49 @@ quiet() {
 }
 
 # --- Debian packages ----------------------------------------------------------
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_install() {
+  echo "install.sh: apt-get install $*"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "${apt_updated:-0}" = 0 ]; then quiet apt-get update; apt_updated=1; fi
+  # --no-install-recommends: docker.io would pull needrestart, git, apparmor...
+  quiet apt-get install -y --no-install-recommends "$@"
+}
+
 packages=(iproute2 python3 python3-venv python3-pip)
-[ "$with_test" = 1 ] && packages+=(docker.io busybox-static iptables iperf3 iputils-ping debootstrap systemd)
+[ "$with_test" = 1 ] && packages+=(busybox-static iptables iperf3 iputils-ping debootstrap systemd)
+
+# The tests' Docker engine: Debian's docker.io, unless Docker's own packages
+# are installed: docker.io would replace them (they conflict), so use theirs.
+docker_ce=()
+for p in docker-ce docker-ce-cli containerd.io; do
+  if installed "$p"; then docker_ce+=("$p"); fi
+done
+if [ "$with_test" = 1 ] && [ ${#docker_ce[@]} -gt 0 ]; then
+  for command in dockerd containerd runc docker; do
+    command -v "$command" >/dev/null || die "Docker's own packages are installed" \
+      "(${docker_ce[*]}), and this script does not replace them with Debian's docker.io;" \
+      "but the tests need their engine whole, and '$command' is missing. Install" \
+      "docker-ce, docker-ce-cli and containerd.io from Docker's repository, or remove" \
+      "Docker's packages (apt-get purge docker-ce docker-ce-cli containerd.io) to have" \
+      "this script install Debian's docker.io."
+  done
+  echo "install.sh: using the Docker engine of Docker's packages (${docker_ce[*]})"
+elif [ "$with_test" = 1 ]; then
+  packages+=(docker.io)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "install.sh: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  quiet apt-get update
-  # --no-install-recommends: docker.io would pull needrestart, git, apparmor...
-  quiet apt-get install -y --no-install-recommends "${missing[@]}"
+  apt_install "${missing[@]}"
+fi
+# From Debian 13 on, the docker CLI is the package docker-cli, which docker.io
+# only recommends. (Debian's is /usr/bin/docker; another client may come first on PATH.)
+if [ "$with_test" = 1 ] && [ ${#docker_ce[@]} = 0 ] && [ ! -x /usr/bin/docker ]; then
+  apt_install docker-cli
 fi
 
 # --- the venv -------------------------------------------------------------------
