@@ -12,12 +12,13 @@ import time
 
 import bottle
 
-from .errors import PluginError, RequestError
+from .errors import OptionError, PluginError, RequestError
 from .auditlog import request_context
 from .options import MacAddress
 
 log = logging.getLogger("vxlan.api")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+IFNAME_OPTION = "com.docker.network.endpoint.ifname"
 _DOCKER_ID = re.compile(r"^[0-9A-Za-z]{1,128}\Z")  # \Z: "$" allows a final "\n"
 
 
@@ -85,7 +86,8 @@ def _handlers(driver):
             body["NetworkID"]) or {},
         "NetworkDriver.FreeNetwork": lambda body: {},
         "NetworkDriver.CreateEndpoint": lambda body: driver.create_endpoint(
-            body["NetworkID"], body["EndpointID"], _interface(body.get("Interface"))),
+            body["NetworkID"], body["EndpointID"],
+            _interface(body.get("Interface"), body.get("Options"))),
         "NetworkDriver.EndpointOperInfo": lambda body: driver.endpoint_info(
             body["NetworkID"], body["EndpointID"]),
         "NetworkDriver.DeleteEndpoint": lambda body: driver.delete_endpoint(
@@ -99,7 +101,16 @@ def _handlers(driver):
     }
 
 
-def _interface(interface):
+def _interface(interface, options):
+    """CreateEndpoint's Interface, checked, and no name asked for in its Options:
+    engine 28's `--network name=N,driver-opt=com.docker.network.endpoint.ifname=X`
+    (or `network connect --driver-opt` on any engine) cannot be honoured, as
+    Join's answer holds only a prefix and Docker numbers the name itself."""
+    name = (options or {}).get(IFNAME_OPTION)
+    if name:
+        raise OptionError(f"driver option {IFNAME_OPTION}={str(name)[:80]}: the vxlan driver "
+                          "cannot name the container's interface (Docker's remote driver "
+                          "protocol lets it give only the prefix eth); leave the option out")
     interface = interface or {}
     for key in ("Address", "AddressIPv6", "MacAddress"):
         if not isinstance(interface.get(key, ""), str):

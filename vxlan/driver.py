@@ -373,15 +373,21 @@ def _gateways(entries):
 
 
 def _choose_mac(endpoint_id, interface):
-    """A stable MAC: from the IPv4 address as Docker's bridge does, so a container
-    that comes back with its address comes back with its MAC; else from the ID."""
-    address = interface.get("Address")
-    if address:
-        try:
-            packed = ipaddress.ip_interface(address).ip.packed
-        except ValueError:
-            raise PluginError(f"endpoint address {address!r} is not an IP address") from None
-        if len(packed) == 4:
-            return "02:42:" + ":".join(f"{b:02x}" for b in packed)
-    digest = hashlib.sha256(endpoint_id.encode()).digest()
+    """A stable MAC. From the IPv4 address as Docker's bridge does, so a container
+    that comes back with its address comes back with its MAC. Without one (an
+    IPv6-only network), from the IPv6 address, which a restarted container keeps
+    too while its endpoint ID is new: a hash of the whole address, since its last
+    four bytes alone can repeat within a /64. Else from the endpoint ID."""
+    addresses = {}
+    for key in ("Address", "AddressIPv6"):
+        if interface.get(key):
+            try:
+                address = ipaddress.ip_interface(interface[key]).ip
+            except ValueError:
+                raise PluginError(f"endpoint address {interface[key]!r} is not an IP "
+                                  "address") from None
+            addresses.setdefault(address.version, address.packed)
+    if 4 in addresses:
+        return "02:42:" + ":".join(f"{b:02x}" for b in addresses[4])
+    digest = hashlib.sha256(addresses.get(6) or endpoint_id.encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.unit.conftest import EP1, NET
+from tests.unit.conftest import EP1, EP2, NET
 from vxlan import api
 
 
@@ -75,6 +75,76 @@ def test_newer_engines_extra_fields_are_ignored(app):
         "IPv4Data": [{"Pool": "10.0.0.0/24", "Gateway": "10.0.0.1/24"}], "IPv6Data": None,
         "SomethingNew": {"x": 1}})
     assert (code, answer) == (200, {})
+
+
+def test_engine_28_keys_are_ignored(app, ip):
+    """What Docker Engine 28.5.2 sent, seen in a lab: enable_ipv4 (false on an
+    IPv6-only network) and no_proxy_6to4."""
+    code, answer, _ = post(app, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NET, "Options": {"com.docker.network.enable_ipv4": False,
+                                      "com.docker.network.enable_ipv6": True,
+                                      "com.docker.network.generic": {"VxlanId": "44"}},
+        "IPv4Data": [], "IPv6Data": [{"AddressSpace": "LocalDefault", "Gateway": "fd44::1/64",
+                                      "Pool": "fd44::/64"}]})
+    assert (code, answer) == (200, {})
+    post(app, "NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET, "EndpointID": EP1,
+        "Interface": {"Address": "", "AddressIPv6": "fd44::2/64", "MacAddress": ""},
+        "Options": {"com.docker.network.endpoint.exposedports": [],
+                    "com.docker.network.portmap": []}})
+    assert post(app, "NetworkDriver.Join", {"NetworkID": NET, "EndpointID": EP1})[1][
+        "GatewayIPv6"] == "fd44::1"
+    code, answer, _ = post(app, "NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NET, "EndpointID": EP1,
+        "Options": {"com.docker.network.driver.private.no_proxy_6to4": False,
+                    "com.docker.network.endpoint.exposedports": [],
+                    "com.docker.network.portmap": []}})
+    assert (code, answer) == (200, {})
+
+
+def test_interface_name_is_refused_at_create_endpoint(app, ip):
+    """`--network name=N,driver-opt=com.docker.network.endpoint.ifname=foo`
+    (engine 28) or `network connect --driver-opt ...` (every engine) reaches
+    CreateEndpoint; Join's answer cannot name the interface, so say so rather
+    than give the container eth<N> silently."""
+    post(app, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NET, "Options": {"com.docker.network.generic": {"VxlanId": "42"}}})
+    code, answer, _ = post(app, "NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET, "EndpointID": EP1,
+        "Interface": {"Address": "10.42.0.1/24", "AddressIPv6": "", "MacAddress": ""},
+        "Options": {"com.docker.network.endpoint.exposedports": [],
+                    "com.docker.network.endpoint.ifname": "foo",
+                    "com.docker.network.portmap": []}})
+    assert code == 500
+    assert answer["Err"].startswith("driver option com.docker.network.endpoint.ifname=foo: "
+                                    "the vxlan driver cannot name the container's interface")
+    assert post(app, "NetworkDriver.Join", {"NetworkID": NET, "EndpointID": EP1})[0] == 500
+    assert ip.commands == []
+
+
+def test_external_connectivity_in_any_order_any_number_of_times(app, ip):
+    """Engine 29 sends Program only for the gateway endpoint and Revoke for the
+    others, repeated when the gateway moves, a Revoke possibly first; older
+    engines pair them. The driver has nothing to do: each answers {} and runs
+    nothing, for a joined endpoint, an unknown one, and one already deleted."""
+    post(app, "NetworkDriver.CreateNetwork", {
+        "NetworkID": NET, "Options": {"com.docker.network.generic": {"VxlanId": "42"}}})
+    post(app, "NetworkDriver.CreateEndpoint", {"NetworkID": NET, "EndpointID": EP1,
+                                               "Interface": {"Address": "10.42.0.1/24"}})
+    post(app, "NetworkDriver.Join", {"NetworkID": NET, "EndpointID": EP1})
+    ran = list(ip.commands)
+    program, revoke = ("NetworkDriver.ProgramExternalConnectivity",
+                       "NetworkDriver.RevokeExternalConnectivity")
+    endpoint = {"NetworkID": NET, "EndpointID": EP1}
+    for method in (revoke, revoke, program, program, revoke, program):
+        assert post(app, method, endpoint)[:2] == (200, {}), method
+    for method in (revoke, program):
+        assert post(app, method, {"NetworkID": NET, "EndpointID": EP2})[:2] == (200, {})
+    post(app, "NetworkDriver.DeleteEndpoint", endpoint)
+    for method in (revoke, program):
+        assert post(app, method, endpoint)[:2] == (200, {})
+    assert ip.commands == ran + ["ip link delete dev macvlan_1111111",
+                                 "ip link delete dev vx_aaaaaaaaaaaa"]
 
 
 def test_unknown_path_and_method(app):

@@ -70,13 +70,25 @@ def test_docker_mac_is_kept_and_not_answered(driver):
     assert driver.endpoints[EP1].mac == "02:aa:bb:cc:dd:ee"
 
 
-def test_mac_without_ipv4_is_stable_and_locally_administered(driver):
+def test_mac_without_ipv4_comes_from_the_ipv6_address(driver):
+    # An IPv6-only network (engine 28, --ipv4=false): a restarted container
+    # keeps its address but gets a new endpoint ID, as seen on engine 28.5.2.
     create(driver)
-    first = driver.create_endpoint(NET, EP1, {"AddressIPv6": "2001:db8::5/64"})
-    again = driver.create_endpoint(NET, EP1, {"AddressIPv6": "2001:db8::5/64"})
+    first = driver.create_endpoint(NET, EP1, {"Address": "", "AddressIPv6": "fd44::2/64"})
+    restarted = driver.create_endpoint(NET, EP2, {"Address": "", "AddressIPv6": "fd44::2/64"})
     mac = first["Interface"]["MacAddress"]
-    assert mac == again["Interface"]["MacAddress"]
+    assert restarted["Interface"]["MacAddress"] == mac
     assert int(mac[:2], 16) & 0b11 == 0b10  # unicast, locally administered
+    # the whole address counts, not only the last 4 bytes as for IPv4
+    other = driver.create_endpoint(NET, EP2, {"AddressIPv6": "fd44::1:0:0:2/64"})
+    assert other["Interface"]["MacAddress"] != mac
+
+
+def test_dual_stack_mac_comes_from_the_ipv4_address(driver):
+    create(driver)
+    answer = driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24",
+                                               "AddressIPv6": "fd44::2/64"})
+    assert answer == {"Interface": {"MacAddress": "02:42:0a:00:00:05"}}
 
 
 def test_failed_join_undoes_the_new_vxlan(driver, ip):
