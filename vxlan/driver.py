@@ -98,6 +98,10 @@ class Driver:
         # options on every node, so validate them and hand them back unchanged;
         # and no two swarm networks get one VNI and port.
         self.allocations.claim(network_id, parse_options(options or {}, self.vtepdev))
+        # the plugin never sees a service's endpoint mode: say it once per network
+        log.warning("swarm network %s: give its services --endpoint-mode dnsrr (a virtual "
+                    "IP needs a load balancer that only Docker's overlay driver has)",
+                    network_id)
         return {"Options": options or {}}
 
     def free_network(self, network_id):
