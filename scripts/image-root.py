@@ -16,7 +16,7 @@ What goes in, each file at its own path (the symlinks met on the way, such as
   too), then those of each standard module so found, and so on; plus the
   modules Python loads at start and every codec (codecs are looked up by name
   at run time). EXCLUDED modules are left out, with what only they import;
-- /etc/passwd and /etc/group (who root is), /tmp, and the mount points.
+- /etc/passwd and /etc/group (who root is), and /tmp.
 Then the venv's ELF files are stripped (Debian strips its own) and every module is compiled to an
 unchecked-hash .pyc: the image never changes, and a hash-based .pyc holds no
 time stamp.
@@ -31,7 +31,6 @@ import os
 import py_compile
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -69,7 +68,7 @@ class Root:
 
     def copy(self, path, asked_as=None):
         """Copies PATH as the kernel finds it: each symlink on the way is made
-        in DEST as it is, then followed. Returns the real path."""
+        in DEST as it is, then followed."""
         asked_as = asked_as or path
         parts = os.path.normpath(path).strip("/").split("/")
         for index in range(len(parts)):
@@ -79,10 +78,10 @@ class Root:
                 self._symlink(current, target)
                 rest = parts[index + 1:]
                 resolved = os.path.normpath(os.path.join(os.path.dirname(current), target))
-                return self.copy(os.path.join(resolved, *rest), asked_as)
+                self.copy(os.path.join(resolved, *rest), asked_as)
+                return
         self._file(path)
         self.sources.setdefault(path, set()).update({path, asked_as})
-        return path
 
     def copy_tree(self, top, keep):
         """Copies the files and symlinks under TOP for which keep(path) holds."""
@@ -98,21 +97,21 @@ class Root:
                 else:
                     self._file(path)
 
-    def _inside(self, path):
+    def inside(self, path):
         return os.path.join(self.dest, path.lstrip("/"))
 
     def _makedirs(self, folder):
-        os.makedirs(self._inside(folder), mode=0o755, exist_ok=True)
+        os.makedirs(self.inside(folder), mode=0o755, exist_ok=True)
 
     def _symlink(self, path, target):
         self._makedirs(os.path.dirname(path))
-        if not os.path.lexists(self._inside(path)):
-            os.symlink(target, self._inside(path))
+        if not os.path.lexists(self.inside(path)):
+            os.symlink(target, self.inside(path))
 
     def _file(self, path):
         self._makedirs(os.path.dirname(path))
-        if not os.path.lexists(self._inside(path)):
-            shutil.copy2(path, self._inside(path))
+        if not os.path.lexists(self.inside(path)):
+            shutil.copy2(path, self.inside(path))
 
     def files(self):
         """Every regular file in DEST, as paths in the image."""
@@ -263,7 +262,7 @@ def distributions(site):
     return owners
 
 
-def venv_keep(venv, site, owners):
+def venv_keep(site, owners):
     def keep(path):
         name = os.path.basename(path)
         if name in VENV_SKIPPED_DIRS and os.path.isdir(path):
@@ -320,7 +319,7 @@ def report(root, parts):
     """Prints the size of each part, largest first."""
     sizes, bytecode = {}, 0
     for path in root.files():
-        size = os.lstat(root._inside(path)).st_size
+        size = os.lstat(root.inside(path)).st_size
         source = path
         if path.endswith(".pyc"):
             bytecode += size
@@ -352,7 +351,7 @@ def main(argv):
 
     site = site_packages(venv)
     owners = distributions(site)
-    keep = venv_keep(venv, site, owners)
+    keep = venv_keep(site, owners)
     root.copy(os.path.join(venv, "pyvenv.cfg"))
     root.copy_tree(venv, keep)
 
@@ -360,19 +359,19 @@ def main(argv):
     for path in standard_modules(stdlib, seeds, venv_modules(site, keep)):
         root.copy(path)
 
-    elves = [path for path in root.files() if is_elf(root._inside(path))]
+    elves = [path for path in root.files() if is_elf(root.inside(path))]
     for path in elves:
         for library in shared_libraries(path):
             root.copy(library)
     for path in elves:
         if path.startswith(venv + "/"):  # Debian strips its own
-            subprocess.run(["strip", "--strip-unneeded", root._inside(path)], check=True)
+            subprocess.run(["strip", "--strip-unneeded", root.inside(path)], check=True)
 
     for folder, mode in EMPTY_DIRS.items():
         root._makedirs(folder)
-        os.chmod(root._inside(folder), mode)
+        os.chmod(root.inside(folder), mode)
     for top in (stdlib.top, site):
-        compileall.compile_dir(root._inside(top), quiet=1, stripdir=dest, prependdir="/",
+        compileall.compile_dir(root.inside(top), quiet=1, stripdir=dest, prependdir="/",
                                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
     parts = {path: "venv: " + owner for path, owner in owners.items()}

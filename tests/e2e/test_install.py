@@ -42,24 +42,14 @@ SOCKET_WAIT = 60.0
 
 # --- helpers, also used by test_swarm.py -----------------------------------------
 
-def run_script(host, script, *args):
-    """Runs scripts/SCRIPT against host's dockerd; fails the test if it fails."""
-    env = dict(os.environ, DOCKER_HOST=host.docker_host)
-    env.pop("DOCKER_CONTEXT", None)
-    done = subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def build_image(host, build_cache):
     """Builds PLUGIN_IMAGE in host's dockerd, the base rootfs kept in build_cache."""
-    run_script(host, "build-image.sh", "--tag", PLUGIN_IMAGE,
-               "--base-tar", build_cache / "base.tar")
+    host.script("build-image.sh", "--tag", PLUGIN_IMAGE, "--base-tar", build_cache / "base.tar")
 
 
 def make_plugin_dir(host, directory):
     """DIR/config.json and DIR/rootfs (from PLUGIN_IMAGE), for docker plugin create."""
-    run_script(host, "managed-plugin.sh", "--image", PLUGIN_IMAGE, directory)
+    host.script("managed-plugin.sh", "--image", PLUGIN_IMAGE, directory)
     return Path(directory)
 
 
