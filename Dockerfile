@@ -4,7 +4,7 @@
 # requirements.lock (exact versions, hash-checked), and scripts/image-root.py
 # copies out of it what the plugin runs: Python with the standard modules its
 # code can import, the venv, ip, bridge, sh, and their shared libraries. The
-# image is that root alone. README.md ("The image") says what each part costs.
+# image is that root alone. README.md ("Image contents") says what each part costs.
 #
 # Two ways to build it, from this file:
 # - with a registry and PyPI at hand, from the repository:

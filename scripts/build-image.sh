@@ -6,7 +6,8 @@
 #
 #   --tag TAG        the image to make (default docker-vxlan-plugin:latest)
 #   --base-tar FILE  keep the base rootfs as FILE and reuse it if it exists
-#                    (debootstrap takes about a minute)
+#                    (debootstrap takes about a minute; a FILE made before the
+#                    base had binutils fails the build)
 #
 # 1. The build stage's base image docker-vxlan-plugin-build:bookworm (skipped
 #    if the daemon has it): debootstrap --variant=minbase with python3,
