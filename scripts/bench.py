@@ -4,7 +4,7 @@ driver on a hand-made vxlan parent (the reference), in a lab of two Docker
 hosts (scripts/lab.py).  Run it through scripts/bench.sh, which installs what
 it needs first.
 
-    scripts/bench.sh [--out FILE] [--only start,parallel,dataplane,rpc,scale]
+    scripts/bench.sh [--out FILE] [--only start,parallel,dataplane,rpc,scale,image]
                      [--runs N] [--profile DIR]
 
 What it measures (and the bar each figure is held to):
@@ -24,6 +24,11 @@ What it measures (and the bar each figure is held to):
   scale      100 networks x 10 endpoints over RPC, on a freshly started plugin:
              Join p50 at 1000 endpoints <= 1.5x the p50 at 10, plugin VmRSS
              <= 60 MiB; all links removed
+  image      the image (scripts/build-image.sh) as a managed plugin on one
+             host: its size as `docker image ls` says it (<= 60 MB), the time
+             from `docker plugin enable` to the first answer on the plugin's
+             socket (10 rounds), and the plugin's VmRSS in its container, idle
+             and with a container on one of its networks
 
 The plugin's network and the reference use the same vxlan options, but not the
 same VNI: one host cannot hold two vxlans with one VNI and port.  Everything
@@ -45,6 +50,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +61,7 @@ sys.path.insert(0, str(REPO))
 from tests import rpc  # noqa: E402  (the socket client the kernel tests use)
 from vxlan.commands import kind_of  # noqa: E402
 
-SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale")
+SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale", "image")
 IMAGE = lablib.IMAGE
 PLUGIN = "vxlan"
 REFERENCE = "macvlan"
@@ -70,6 +76,10 @@ REFERENCE_VNI, REFERENCE_GROUP, REFERENCE_SUBNET = 4102, "239.1.1.102", "10.102.
 # (net.ipv4.igmp_max_memberships), and each distinct Group of a vxlan is one.
 RPC_GROUP = "239.1.1.200"
 CLONE_NEWNET = 0x40000000
+BENCH_IMAGE = "docker-vxlan-plugin:bench"
+MANAGED = "bench-managed:latest"
+MANAGED_NET, MANAGED_VNI, MANAGED_SUBNET = "bench-managed", 4103, "10.103.0"
+ENABLE_ROUNDS = 10
 
 BARS = {
     "start_ratio": ("<=", 1.10),
@@ -79,6 +89,7 @@ BARS = {
     "scale_rss_mib": ("<=", 60.0),
     "throughput_ratio": (">=", 0.97),
     "rtt_ratio": ("<=", 1.05),
+    "image_mb": ("<=", 60.0),
 }
 
 
@@ -140,12 +151,12 @@ def plugin_socket(host):
     return f"/proc/{host.dockerd_pid}/root/run/docker/plugins/{PLUGIN}.sock"
 
 
-def vm_status(pid):
-    """VmRSS and VmHWM of a process, in MiB."""
+def vm_status(pid, keys=("VmRSS", "VmHWM")):
+    """Memory figures of a process from /proc/PID/status (VmRSS, RssAnon...), in MiB."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in keys:
             fields[key] = round(int(value.split()[0]) / 1024, 1)
     return fields
 
@@ -158,6 +169,37 @@ def cpu_ms(pid):
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     return {"plugin": (int(fields[11]) + int(fields[12])) * tick_ms,
             "children": (int(fields[13]) + int(fields[14])) * tick_ms}
+
+
+RSS_PARTS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def managed_plugin_pid(plugin_id):
+    """The main process of a managed plugin: the child of the containerd shim
+    that runs the container named by the plugin's ID."""
+    def ppid_and_cmdline(pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None, []
+        return int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1)), cmdline
+
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    shims = {pid for pid in pids if plugin_id.encode() in ppid_and_cmdline(pid)[1]
+             and b"shim" in ppid_and_cmdline(pid)[1][0]}
+    children = [pid for pid in pids if ppid_and_cmdline(pid)[0] in shims]
+    if len(children) != 1:
+        raise BenchError(f"managed plugin {plugin_id[:12]}: expected one process, "
+                         f"found {children}")
+    return children[0]
+
+
+def answers(socket_path):
+    try:
+        return rpc.call(socket_path, "NetworkDriver.GetCapabilities", timeout=1)[0] == 200
+    except OSError:
+        return False
 
 
 def container_pid(host, name):
@@ -653,6 +695,79 @@ class Bench:
 
     # -- report ---------------------------------------------------------------------------------
 
+    # -- 6. the image -------------------------------------------------------------------------
+
+    def bench_image(self):
+        host = self.h1
+        with tempfile.TemporaryDirectory(prefix="dvl-bench-image-") as tmp:
+            build_s, _ = timed(host.script, "build-image.sh", "--tag", BENCH_IMAGE,
+                               "--base-tar", f"{tmp}/base.tar")
+            size = int(host.docker("image", "inspect", "--format", "{{.Size}}",
+                                   BENCH_IMAGE).stdout)
+            host.script("managed-plugin.sh", "--image", BENCH_IMAGE, f"{tmp}/plugin")
+            os.mkdir(f"{tmp}/state")
+            try:
+                create_s, _ = timed(host.docker, "plugin", "create", MANAGED, f"{tmp}/plugin",
+                                    timeout=300)
+                host.docker("plugin", "set", MANAGED, f"docker-sock.source={host.sock}",
+                            f"state.source={tmp}/state", "VTEPDEV=eth0")
+                figures = self._enable_rounds(host)
+                figures["rss_mib"]["with_a_container"] = self._memory_in_use(host)
+            finally:
+                host.docker("rm", "-f", "bench-managed-c", check=False)
+                host.docker("network", "rm", MANAGED_NET, check=False)
+                host.docker("plugin", "rm", "-f", MANAGED, check=False)
+                host.docker("image", "rm", BENCH_IMAGE, check=False)
+        self.results["image"] = {
+            "image_mb": round(size / 1e6, 1), "image_bytes": size,
+            "build_s": round(build_s, 1), "plugin_create_s": round(create_s, 2), **figures,
+            "met": meets("image_mb", size / 1e6)}
+
+    def _enable_rounds(self, host):
+        """`docker plugin enable`, timed to the socket's first answer and to the
+        command's return, then disable; VmRSS after each enable."""
+        plugin_id = host.docker("plugin", "inspect", "--format", "{{.Id}}", MANAGED
+                                ).stdout.strip()
+        # through a descriptor of dockerd's plugin folder: a unix socket's path
+        # has at most 107 bytes
+        plugins = os.open(f"/proc/{host.dockerd_pid}/root/run/docker/plugins", os.O_RDONLY)
+        socket_path = f"/proc/self/fd/{plugins}/{plugin_id}/vxlan.sock"
+        answered, returned, memory = [], [], []
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                for _ in range(ENABLE_ROUNDS):
+                    started = time.perf_counter()
+                    enabling = pool.submit(host.docker, "plugin", "enable", MANAGED, timeout=120)
+                    while not answers(socket_path):
+                        if enabling.done() and enabling.exception():
+                            raise enabling.exception()
+                        if time.perf_counter() - started > 60:
+                            raise BenchError("the managed plugin's socket did not answer")
+                        time.sleep(0.005)
+                    answered.append(time.perf_counter() - started)
+                    enabling.result()
+                    returned.append(time.perf_counter() - started)
+                    time.sleep(1)  # what it holds once started, not while it starts
+                    memory.append(vm_status(managed_plugin_pid(plugin_id), RSS_PARTS))
+                    host.docker("plugin", "disable", MANAGED, timeout=60)
+        finally:
+            os.close(plugins)
+        host.docker("plugin", "enable", MANAGED, timeout=120)
+        return {"enable_to_answer_s": describe(answered, 3),
+                "enable_command_s": describe(returned, 3),
+                "rss_mib": {"idle": {key: statistics.median(m[key] for m in memory)
+                                     for key in memory[0]}},
+                "plugin_id": plugin_id}
+
+    def _memory_in_use(self, host):
+        host.docker("network", "create", "-d", MANAGED, "-o", f"VxlanId={MANAGED_VNI}",
+                    "--subnet", f"{MANAGED_SUBNET}.0/24", MANAGED_NET)
+        host.docker("run", "-d", "--name", "bench-managed-c", "--net", MANAGED_NET, IMAGE,
+                    "sleep", "3600")
+        plugin_id = host.docker("plugin", "inspect", "--format", "{{.Id}}", MANAGED
+                                ).stdout.strip()
+        return vm_status(managed_plugin_pid(plugin_id), RSS_PARTS)
+
     def machine(self):
         def out(*argv):
             return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
@@ -782,6 +897,19 @@ def table(results):
                     f"{f['peak_rss_mib']:.1f} MiB at most (bar {bar('scale_rss_mib')}: "
                     f"{mark(meets('scale_rss_mib', f['peak_rss_mib']))}); cleanup "
                     f"{f['cleanup_s']:.1f} s, links left {f['links_left']}"]
+    if "image" in results:
+        f = results["image"]
+        enable, returned = f["enable_to_answer_s"], f["enable_command_s"]
+        idle, busy = f["rss_mib"]["idle"], f["rss_mib"]["with_a_container"]
+        out += ["", f"Image: {f['image_mb']:.1f} MB as `docker image ls` says it (bar "
+                    f"{bar('image_mb')} MB: {mark(f['met'])}), built in {f['build_s']:.0f} s; "
+                    f"`docker plugin create` {f['plugin_create_s']:.2f} s. From `docker plugin "
+                    f"enable` to the socket's first answer: p50 {enable['p50']:.2f} s "
+                    f"({enable['min']:.2f}-{enable['max']:.2f}, {enable['n']} rounds); the "
+                    f"command returned after p50 {returned['p50']:.2f} s. Plugin VmRSS "
+                    f"{idle['VmRSS']:.1f} MiB idle ({idle['RssAnon']:.1f} anonymous, "
+                    f"{idle['RssFile']:.1f} file), {busy['VmRSS']:.1f} MiB with a container "
+                    f"on one of its networks"]
     return "\n".join(out)
 
 

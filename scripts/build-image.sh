@@ -6,17 +6,22 @@
 #
 #   --tag TAG        the image to make (default docker-vxlan-plugin:latest)
 #   --base-tar FILE  keep the base rootfs as FILE and reuse it if it exists
-#                    (debootstrap takes about a minute)
+#                    (debootstrap takes about a minute; a FILE made before the
+#                    base had binutils fails the build)
 #
-# 1. The base image docker-vxlan-plugin-base:bookworm (skipped if the daemon
-#    has it): debootstrap --variant=minbase with python3 and iproute2, from
-#    the Debian mirror in /etc/apt/sources* (MIRROR=URL overrides), less
-#    apt's caches and the docs, then `docker import`.
+# 1. The build stage's base image docker-vxlan-plugin-build:bookworm (skipped
+#    if the daemon has it): debootstrap --variant=minbase with python3,
+#    python3-venv, iproute2 and binutils, from the Debian mirror in
+#    /etc/apt/sources* (MIRROR=URL overrides), less apt's caches and the
+#    docs, then `docker import`. None of it is in the image but what
+#    scripts/image-root.py copies out.
 # 2. The wheels, on this host: the plugin's own (from a copy of the source, so
-#    the tree stays clean) and its dependencies' and pip's, downloaded for the
-#    base image's Python, libc and machine (HTTPS from containers may not
-#    work; the image then builds without any network).
-# 3. docker build --network none, with a context of only those wheels.
+#    the tree stays clean), its dependencies' from requirements.lock (hashes
+#    checked) and pip's, downloaded for the base image's Python, libc and
+#    machine (HTTPS from containers may not work; the image then builds
+#    without any network).
+# 3. docker build --network none, with a context of those wheels, the lock and
+#    scripts/image-root.py; then it prints what each part of the image costs.
 #
 # The daemon is the docker CLI's: DOCKER_HOST selects another. PYTHON is the
 # python3 with pip that builds and downloads wheels (default: REPO/.venv's,
@@ -25,7 +30,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUITE=bookworm
-BASE=docker-vxlan-plugin-base:$SUITE
+BASE=docker-vxlan-plugin-build:$SUITE
 tag=docker-vxlan-plugin:latest
 base_tar=
 
@@ -63,9 +68,10 @@ make_base_tar() {
   mirror=${MIRROR:-$(debian_mirror)}
   mirror=${mirror:-http://deb.debian.org/debian}
   echo "build-image.sh: debootstrap $SUITE from $mirror"
-  debootstrap --variant=minbase --include=python3,iproute2 "$SUITE" "$rootfs" "$mirror" \
+  debootstrap --variant=minbase --include=python3,python3-venv,iproute2,binutils \
+    "$SUITE" "$rootfs" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-  # the image needs neither apt's downloads and lists nor the docs
+  # the build needs neither apt's downloads and lists nor the docs
   rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* \
          "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
   # Docker provides /dev, /proc and /sys in every container
@@ -92,17 +98,23 @@ platforms=()
 for ((n = glibc_minor; n >= 17; n--)); do platforms+=(--platform "manylinux_2_${n}_$machine"); done
 platforms+=(--platform "manylinux2014_$machine")   # also accepts manylinux2010 and manylinux1
 
-mkdir -p "$work/source" "$work/context/wheels"
+context=$work/context
+mkdir -p "$work/source" "$context/wheels" "$context/scripts"
 tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' \
   --exclude=__pycache__ -c . | tar -C "$work/source" -x
 pip() { "$python" -m pip --disable-pip-version-check --no-input -q "$@"; }
-pip wheel --no-deps --wheel-dir "$work/context/wheels" "$work/source"
-pip download --dest "$work/context/wheels" --only-binary=:all: --implementation cp \
-  --python-version "$py_version" --abi "$abi" "${platforms[@]}" \
-  -r "$REPO/requirements.txt" pip
+pip wheel --no-deps --wheel-dir "$context/wheels" "$work/source"
+download() {
+  pip download --dest "$context/wheels" --only-binary=:all: --implementation cp \
+    --python-version "$py_version" --abi "$abi" "${platforms[@]}" "$@"
+}
+download --require-hashes -r "$REPO/requirements.lock"
+download pip   # the installer: it runs in the build stage only
 
 # --- 3. the image ---------------------------------------------------------------------
-cp "$REPO/Dockerfile" "$work/context/Dockerfile"
-docker build --network none --build-arg "BASE=$BASE" -t "$tag" "$work/context" \
+cp "$REPO/Dockerfile" "$REPO/requirements.lock" "$context/"
+cp "$REPO/scripts/image-root.py" "$context/scripts/"
+docker build --network none --build-arg "BASE=$BASE" -t "$tag" "$context" \
   >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "docker build failed"; }
-echo "build-image.sh: built $tag"
+sed -n '/^image contents/,/ total, of which/p' "$work/build.log"
+echo "build-image.sh: built $tag ($(docker image ls --format '{{.Size}}' "$tag"))"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the plugin needs, as root on Debian 12, 13 or unstable, and
-# the plugin itself into $REPO/.venv (pip install -e). Safe to run again: it
-# only installs what is missing, and reinstalls into the venv only when
-# setup.py or a requirements file changed.
+# the plugin itself into $REPO/.venv: its dependencies from requirements.lock
+# (exact versions, hash-checked), then the plugin (pip install -e --no-deps).
+# Safe to run again: it only installs what is missing, and reinstalls into the
+# venv only when the packaging or a lock changed.
 #
 #   scripts/install.sh          the plugin: iproute2, python3 + venv
 #   scripts/install.sh --test   also what the tests need: docker.io (and docker-cli,
 #                               its CLI from Debian 13 on), busybox-static, iptables,
 #                               iperf3, iputils-ping (ping -M do), debootstrap,
 #                               systemd (systemd-socket-activate, systemd-analyze), and
-#                               requirements-test.txt in the venv
+#                               requirements-test.lock in the venv
 #                               (same as INSTALL_TEST=1). Where Docker's own packages
 #                               (docker-ce, containerd.io) are installed, it uses
 #                               their engine instead of docker.io.
@@ -108,18 +109,19 @@ stamp_of() {
 }
 pip() { quiet "$VENV/bin/python" -m pip --disable-pip-version-check --no-input "$@"; }
 
-stamp=$(stamp_of setup.py setup.cfg pyproject.toml requirements.txt)
+stamp=$(stamp_of setup.py pyproject.toml requirements.txt requirements.lock)
 if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$stamp" ] \
    || [ ! -x "$VENV/bin/docker-vxlan-plugin" ]; then
-  [ -f "$REPO/setup.py" ] || [ -f "$REPO/pyproject.toml" ] || die "no setup.py in $REPO"
-  pip install -e "$REPO"
+  [ -f "$REPO/requirements.lock" ] || die "no requirements.lock in $REPO (scripts/lock.sh makes it)"
+  pip install --require-hashes -r "$REPO/requirements.lock"
+  pip install --no-deps -e "$REPO"
   echo "$stamp" >"$VENV/.installed"
 fi
 
 if [ "$with_test" = 1 ]; then
-  stamp=$(stamp_of requirements-test.txt)
+  stamp=$(stamp_of requirements-test.lock)
   if [ "$(cat "$VENV/.installed-test" 2>/dev/null)" != "$stamp" ]; then
-    pip install -r "$REPO/requirements-test.txt"
+    pip install --require-hashes -r "$REPO/requirements-test.lock"
     echo "$stamp" >"$VENV/.installed-test"
   fi
 fi

@@ -434,6 +434,14 @@ class Host:
         return run([*cli, "-H", self.docker_host, *map(str, args)],
                    check=check, timeout=timeout, input=input, env=env)
 
+    def script(self, name, *args, timeout=600.0) -> subprocess.CompletedProcess:
+        """Runs scripts/NAME (build-image.sh, managed-plugin.sh) against this
+        host's dockerd; raises CommandError, with its output, if it fails."""
+        env = dict(os.environ, DOCKER_HOST=self.docker_host)
+        env.pop("DOCKER_CONTEXT", None)
+        return run(["bash", str(REPO / "scripts" / name), *map(str, args)], timeout=timeout,
+                   env=env)
+
     def _ns_pid(self) -> int:
         """A process in this host's namespaces: dockerd, or while dockerd
         restarts, the process that holds them (see restart_dockerd)."""

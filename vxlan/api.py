@@ -84,7 +84,7 @@ def _handlers(driver):
             body["NetworkID"], body.get("Options")),
         "NetworkDriver.DeleteNetwork": lambda body: driver.delete_network(
             body["NetworkID"]) or {},
-        "NetworkDriver.FreeNetwork": lambda body: {},
+        "NetworkDriver.FreeNetwork": lambda body: driver.free_network(body["NetworkID"]) or {},
         "NetworkDriver.CreateEndpoint": lambda body: driver.create_endpoint(
             body["NetworkID"], body["EndpointID"],
             _interface(body.get("Interface"), body.get("Options"))),

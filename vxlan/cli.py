@@ -86,13 +86,17 @@ def _patch_for_gevent():
     does select: sh's helper threads poll, and a patched poll in a real thread
     makes a gevent hub (two file descriptors) that is never freed, on every
     command. threading.local must be per greenlet, because bottle keeps each
-    request in one and many requests are served at once in the one thread."""
+    request in one and many requests are served at once in the one thread.
+    ssl is patched only where Python has it: the image leaves it out, since
+    the plugin reaches Docker over a unix socket."""
+    import importlib.util
     import threading
 
     import gevent.local
     from gevent import monkey
 
-    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False, select=False)
+    monkey.patch_all(thread=False, os=False, signal=False, subprocess=False, select=False,
+                     ssl=importlib.util.find_spec("ssl") is not None)
     monkey.patch_item(threading, "local", gevent.local.local)
 
 

@@ -1,8 +1,9 @@
 """The only module that talks to Docker's API (through the docker SDK).
 
 The driver needs Docker only for what it cannot know itself: the options of a
-network created on another host (global scope), and, when it reconciles at
-start, which networks and endpoints still exist. Docker may be starting, and
+network created on another host (global scope), whether a swarm network that
+holds a VNI still exists, and, when it reconciles at start, which networks and
+endpoints still exist. Docker may be starting, and
 waiting for this very plugin, when we ask: every call has a short timeout and
 a failure becomes DockerLookupError, never a hang.
 """
@@ -34,6 +35,17 @@ class DockerLookup:
         except Exception as error:  # the SDK raises requests', urllib3's and its own
             raise DockerLookupError(
                 f"could not ask Docker about network {network_id[:12]}: {error}") from None
+
+    def has_network(self, network_id):
+        """Whether Docker knows the network; DockerLookupError if it does not answer."""
+        try:
+            self._api().inspect_network(network_id)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except Exception as error:
+            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
+                                    f"{error}") from None
 
     def endpoints_of(self, network_id):
         """IDs of the network's endpoints on this host, or None if Docker does not

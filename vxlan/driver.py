@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from gevent.lock import RLock
 
 from . import commands as cmd
+from .allocations import Allocations
 from .errors import CommandError, OptionError, PluginError
 from .options import parse_options
 
@@ -74,6 +75,7 @@ class Driver:
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
         self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
+        self.allocations = Allocations(state, docker)  # swarm networks' VNIs, on a manager
 
     # --- RPCs -------------------------------------------------------------------
 
@@ -93,9 +95,17 @@ class Driver:
 
     def allocate_network(self, network_id, options):
         # Swarm's manager: the Options we return replace the network's driver
-        # options on every node, so validate them and hand them back unchanged.
-        parse_options(options or {}, self.vtepdev)
+        # options on every node, so validate them and hand them back unchanged;
+        # and no two swarm networks get one VNI and port.
+        self.allocations.claim(network_id, parse_options(options or {}, self.vtepdev))
+        # the plugin never sees a service's endpoint mode: say it once per network
+        log.warning("swarm network %s: give its services --endpoint-mode dnsrr (a virtual "
+                    "IP needs a load balancer that only Docker's overlay driver has)",
+                    network_id)
         return {"Options": options or {}}
+
+    def free_network(self, network_id):
+        self.allocations.release(network_id)
 
     def delete_network(self, network_id):
         with self.network_locks[network_id]:

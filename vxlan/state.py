@@ -1,5 +1,5 @@
-"""What the plugin remembers across restarts: one small JSON file per network
-and per endpoint under --state-dir.
+"""What the plugin remembers across restarts: one small JSON file per network,
+per endpoint and per swarm allocation (allocations.py) under --state-dir.
 
 Docker never replays CreateNetwork after a plugin restart, and CreateEndpoint
 and Join do not carry the network's options, so the options validated at
@@ -21,7 +21,7 @@ _ID = re.compile(r"^[0-9A-Za-z]+\Z")
 class StateStore:
     def __init__(self, root):
         self.root = root
-        for kind in ("networks", "endpoints"):
+        for kind in ("networks", "endpoints", "allocations"):
             os.makedirs(os.path.join(root, kind), mode=0o700, exist_ok=True)
 
     def save(self, kind, record_id, record):

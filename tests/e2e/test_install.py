@@ -12,15 +12,18 @@ the machine's own Docker.
 import configparser
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import Distribution
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE, connects  # scripts/lab.py
@@ -39,24 +42,14 @@ SOCKET_WAIT = 60.0
 
 # --- helpers, also used by test_swarm.py -----------------------------------------
 
-def run_script(host, script, *args):
-    """Runs scripts/SCRIPT against host's dockerd; fails the test if it fails."""
-    env = dict(os.environ, DOCKER_HOST=host.docker_host)
-    env.pop("DOCKER_CONTEXT", None)
-    done = subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def build_image(host, build_cache):
     """Builds PLUGIN_IMAGE in host's dockerd, the base rootfs kept in build_cache."""
-    run_script(host, "build-image.sh", "--tag", PLUGIN_IMAGE,
-               "--base-tar", build_cache / "base.tar")
+    host.script("build-image.sh", "--tag", PLUGIN_IMAGE, "--base-tar", build_cache / "base.tar")
 
 
 def make_plugin_dir(host, directory):
     """DIR/config.json and DIR/rootfs (from PLUGIN_IMAGE), for docker plugin create."""
-    run_script(host, "managed-plugin.sh", "--image", PLUGIN_IMAGE, directory)
+    host.script("managed-plugin.sh", "--image", PLUGIN_IMAGE, directory)
     return Path(directory)
 
 
@@ -225,25 +218,79 @@ def test_managed_plugin_create_enable_use_disable_remove(host, undo, plugin_dir)
 
 # --- pip and systemd -------------------------------------------------------------------
 
+def copy_of_tree(destination):
+    """This tree without what git ignores (build/ and *.egg-info stay out of it)."""
+    shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis", ".benchmarks"))
+    return destination
+
+
+def fresh_venv(path):
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    return path
+
+
+def pip(venv, *args):
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *args],
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def pip_installed():
-    """A fresh venv in a temp dir with `pip install .` of a copy of this tree
-    (the copy keeps build/ and *.egg-info out of the work tree)."""
+    """A fresh venv in a temp dir with the plugin installed as README says:
+    the locked dependencies, then `pip install --no-deps .` of a copy of this tree."""
     tmp = Path(tempfile.mkdtemp(prefix="dvl-pip-"))
     try:
-        source = tmp / "source"
-        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache",
-            ".hypothesis", ".benchmarks"))
-        venv = tmp / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-        done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                               str(source)], capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, done.stdout + done.stderr
+        source = copy_of_tree(tmp / "source")
+        venv = fresh_venv(tmp / "venv")
+        pip(venv, "--require-hashes", "-r", source / "requirements.lock")
+        pip(venv, "--no-deps", source)
         yield venv
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sdist():
+    """The source distribution, built by PyPA's `build` from a copy of this tree."""
+    tmp = Path(tempfile.mkdtemp(prefix="dvl-sdist-"))
+    try:
+        source = copy_of_tree(tmp / "source")
+        done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir",
+                               str(tmp / "dist"), str(source)], capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        (archive,) = (tmp / "dist").glob("*.tar.gz")
+        yield archive
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sdist_installs_in_a_fresh_venv(sdist, tmp_path):
+    """`pip install` of the sdist, its dependencies taken from the index in
+    requirements.txt's ranges; the command and `python -m vxlan` both work."""
+    venv = fresh_venv(tmp_path / "venv")
+    pip(venv, sdist)
+    python = venv / "bin" / "python"
+    for argv in ([venv / "bin" / "docker-vxlan-plugin", "options"],
+                 [python, "-m", "vxlan", "options"]):
+        assert subprocess.run(argv, capture_output=True, text=True,
+                              check=True).stdout == repo_options_table()
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (installed,) = Distribution.discover(name="docker-vxlan-plugin", path=[site])
+    # one version, vxlan/__init__.py's, everywhere
+    version = re.search(r'^__version__ = "(.+)"$', (REPO / "vxlan" / "__init__.py").read_text(),
+                        re.M).group(1)
+    assert installed.version == version
+    assert sdist.name == f"docker_vxlan_plugin-{version}.tar.gz"
+    # the ranges in requirements.txt are the ones declared
+    declared = [line for line in (REPO / "requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert [str(Requirement(r)) for r in installed.requires] == [
+        str(Requirement(line)) for line in declared]
 
 
 def test_pip_install_gives_the_command_and_it_serves(pip_installed, tmp_path):

@@ -60,6 +60,10 @@ class FakeDocker:
             raise DockerLookupError(f"Docker does not know network {network_id[:12]}")
         return self.networks[network_id]
 
+    def has_network(self, network_id):
+        self.asked.append(network_id)
+        return network_id in self.networks
+
 
 ETH0 = {"ifname": "eth0", "mtu": 1500}
 

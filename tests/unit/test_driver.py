@@ -178,6 +178,59 @@ def test_allocate_network_echoes_options_after_checking_them(driver):
         driver.allocate_network(NET, {"VxlanId": "big"})
 
 
+SWARM_NET, SWARM_NET2 = "n1" + "x" * 23, "n2" + "y" * 23   # swarm's 25-character IDs
+
+
+def test_allocate_network_refuses_a_vni_and_port_another_swarm_network_holds(ip, tmp_path):
+    docker = FakeDocker({SWARM_NET: {}})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)), scope="global")
+    driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+    with pytest.raises(OptionError, match=f"VxlanId=46: already used by swarm network "
+                                          f"{SWARM_NET} \\(with Port=4789\\)"):
+        driver.allocate_network(SWARM_NET2, {"VxlanId": "0x2e"})
+    # another port is another VXLAN; the network itself may be allocated again
+    driver.allocate_network(SWARM_NET2, {"VxlanId": "46", "Port": "8472"})
+    driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+    assert ip.commands == []
+
+
+def test_free_network_releases_the_vni_and_a_restart_keeps_the_allocations(ip, tmp_path):
+    docker = FakeDocker({SWARM_NET: {}, SWARM_NET2: {}})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)), scope="global")
+    driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+    driver.allocate_network(SWARM_NET2, {"VxlanId": "47"})
+    driver.free_network(SWARM_NET2)
+    restarted = Driver(ip, docker, StateStore(str(tmp_path)), scope="global")
+    with pytest.raises(OptionError, match="already used by swarm network"):
+        restarted.allocate_network("n3" + "z" * 23, {"VxlanId": "46"})
+    restarted.allocate_network("n3" + "z" * 23, {"VxlanId": "47"})
+
+
+def test_an_allocation_is_dropped_only_when_docker_says_its_network_is_gone(ip, tmp_path):
+    docker = FakeDocker({SWARM_NET: {}})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)), scope="global")
+    driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+    del docker.networks[SWARM_NET]          # removed while no FreeNetwork reached us
+    driver.allocate_network(SWARM_NET2, {"VxlanId": "46"})
+    assert docker.asked == [SWARM_NET]
+    docker.networks[SWARM_NET2] = {}
+    with pytest.raises(OptionError, match=f"already used by swarm network {SWARM_NET2}"):
+        driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+
+
+def test_an_allocation_in_the_way_stands_when_docker_does_not_answer(ip, tmp_path):
+    class Silent(FakeDocker):
+        def has_network(self, network_id):
+            raise DockerLookupError("could not ask Docker about network n1xxxxxxxxxx: timed out")
+
+    driver = Driver(ip, Silent(), StateStore(str(tmp_path)), scope="global")
+    driver.allocate_network(SWARM_NET, {"VxlanId": "46"})
+    with pytest.raises(DockerLookupError):
+        driver.allocate_network(SWARM_NET2, {"VxlanId": "46"})
+    driver.free_network(SWARM_NET)
+    driver.allocate_network(SWARM_NET2, {"VxlanId": "46"})
+
+
 class DockerView:
     """Docker's answer to 'which endpoints does this network have here'."""
 
