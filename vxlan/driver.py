@@ -220,7 +220,7 @@ class Driver:
                      network.id[:12])
             commands.append(cmd.mark_owned(name, network.id, up=True))
         port = cmd.data_of(link).get("port")
-        if port and port != network.options.get("Port"):  # Port not given: is_network_link
+        if port and port != network.options.get("Port") and "Port" not in network.options.raw:
             log.info("network %s keeps the UDP port %s of its vxlan %s", network.id[:12], port,
                      name)
             network = replace(network, options=parse_options(
@@ -288,25 +288,27 @@ class Driver:
         """A network from the state at start. One whose options no longer
         validate (say, Group after a restart without -vtepdev) is held; a record
         that makes no sense is left out, as if lost. Returns whether it was taken."""
+        if not isinstance(record.get("options"), dict):
+            log.error("ignoring network %s in the state: it has no options", network_id[:12])
+            return False
         try:
-            self.networks[network_id] = Network(
-                network_id, parse_options(record["options"], self.vtepdev),
-                record.get("gateway"), record.get("gateway6"), bool(record.get("internal")))
-            return True
+            options = parse_options(record["options"], self.vtepdev)
         except OptionError as error:
             self.hold(network_id, f"network {network_id[:12]}: {error}")
-        except (PluginError, KeyError, TypeError, AttributeError) as error:
-            log.error("ignoring network %s in the state: %r", network_id[:12], error)
-        return False
+            return False
+        self.networks[network_id] = Network(network_id, options, record.get("gateway"),
+                                            record.get("gateway6"),
+                                            bool(record.get("internal")))
+        return True
 
     def restore_endpoint(self, endpoint_id, record):
         """An endpoint from the state at start; returns whether it was taken."""
         try:
-            self.endpoints[endpoint_id] = Endpoint(endpoint_id, str(record["network"]),
-                                                   str(record["mac"]))
+            self.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
+                                                   record["mac"])
             return True
-        except (KeyError, TypeError) as error:
-            log.error("ignoring endpoint %s in the state: %r", endpoint_id[:12], error)
+        except KeyError as error:
+            log.error("ignoring endpoint %s in the state: no %s", endpoint_id[:12], error)
             return False
 
     def doubt_endpoint_records(self):

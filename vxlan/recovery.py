@@ -72,7 +72,7 @@ def reconcile_in_background(driver, docker):
                             len(waiting), pause)
                 gevent.sleep(pause)
                 pause = min(2 * pause, LONGEST_PAUSE)
-        log.info("reconciled with Docker: removed %s", ", ".join(removed) or "nothing")
+        log.info("reconciled: removed %s", ", ".join(removed) or "nothing")
     return gevent.spawn(run)
 
 
