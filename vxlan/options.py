@@ -175,8 +175,9 @@ OPTIONS = (
     Option("vxlanName", InterfaceName(),
            "Name of the vxlan link; default `vx_` + the first 12 characters of the network ID."),
     Option("vxlanMTU", Integer(68, 65535),
-           "MTU of the vxlan link, and so of every container on it; default: the kernel's "
-           "(VTEP device MTU minus the VXLAN overhead).", "link", _pair("mtu"),
+           "MTU of the vxlan link, and so of every container on it; default: the VTEP "
+           "device's MTU (without one, the smallest MTU of the routes to the Peers) minus "
+           "the VXLAN overhead.", "link", _pair("mtu"),
            aliases=("com.docker.network.driver.mtu",)),
     Option("vxlanHardwareAddr", MacAddress(), "MAC address of the vxlan link.",
            "link", _pair("address")),

@@ -5,7 +5,6 @@ no longer has is removed. (The hosts and helpers are test_robustness.py's.)"""
 
 import json
 import os
-import shutil
 import signal
 
 import pytest
@@ -14,7 +13,7 @@ from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
 from tests.e2e.test_robustness import (PLUGIN_ARGS, create_network, hosts,  # noqa: F401
                                        ping, run, vxlans, wait_for_reconcile)
-from tests.wait import wait_for
+from tests.state_damage import corrupted, emptied, removed
 
 
 def restart_plugin(host, args=PLUGIN_ARGS, damage=None):
@@ -32,28 +31,6 @@ def restart_plugin(host, args=PLUGIN_ARGS, damage=None):
 
 def state_files(host, kind):
     return sorted(os.listdir(os.path.join(host.plugin_state_dir, kind)))
-
-
-def removed(state_dir):
-    shutil.rmtree(state_dir)
-
-
-def emptied(state_dir):
-    for kind in ("networks", "endpoints"):
-        for name in os.listdir(os.path.join(state_dir, kind)):
-            os.unlink(os.path.join(state_dir, kind, name))
-
-
-def corrupted(state_dir):
-    """Every record cut short, and stray files beside them."""
-    for kind in ("networks", "endpoints"):
-        folder = os.path.join(state_dir, kind)
-        for name in os.listdir(folder):
-            with open(os.path.join(folder, name), "r+") as f:
-                f.truncate(9)
-            shutil.copy(os.path.join(folder, name), os.path.join(folder, name + "~"))
-        with open(os.path.join(folder, "notes.txt"), "w") as f:
-            f.write('{"id": "notes", "options": {"VxlanId": "1"}}')
 
 
 @pytest.mark.parametrize("damage", [removed, emptied, corrupted])

@@ -13,6 +13,7 @@ import pytest
 
 from tests.kernel.conftest import (Plugin, create_and_join, endpoint_request, join,
                                    network_request, new_id)
+from tests.state_damage import corrupted, emptied, removed
 from tests.wait import wait_for
 
 
@@ -67,27 +68,7 @@ def test_no_link_is_deleted_at_start_before_docker_answers(plugin, netns):
     assert deleted(plugin) == []
 
 
-def lose_the_state_dir(state_dir):
-    shutil.rmtree(state_dir)
-
-
-def empty_the_state_dir(state_dir):
-    for kind in ("networks", "endpoints"):
-        for name in os.listdir(os.path.join(state_dir, kind)):
-            os.unlink(os.path.join(state_dir, kind, name))
-
-
-def corrupt_the_state_files(state_dir):
-    for kind in ("networks", "endpoints"):
-        for name in os.listdir(os.path.join(state_dir, kind)):
-            with open(os.path.join(state_dir, kind, name), "r+") as f:
-                f.truncate(7)  # a write cut short: '{"forma'
-        with open(os.path.join(state_dir, kind, "x.json~"), "w") as f:
-            f.write("{}")  # an editor's backup
-
-
-@pytest.mark.parametrize("damage", [lose_the_state_dir, empty_the_state_dir,
-                                    corrupt_the_state_files])
+@pytest.mark.parametrize("damage", [removed, emptied, corrupted])
 def test_lost_or_unreadable_state_keeps_every_link(plugin, netns, damage):
     network_id, first, _, _ = create_and_join(plugin, {"VxlanId": "36", "Peers": "192.0.2.2"})
     second = new_id()
@@ -181,24 +162,6 @@ def test_a_crash_between_the_ip_and_bridge_steps_leaves_no_vxlan_without_flood_e
         plugin.stop()
 
 
-def test_go_original_vxlan_is_adopted_not_duplicated(plugin, netns):
-    network_id = new_id()
-    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "34"}))
-    plugin.stop()
-    original = "vx_" + network_id[:12]
-    netns.ip("link", "add", original, "type", "vxlan", "id", "34", "dev", "eth0",
-             "dstport", "4789")
-    endpoint_id = new_id()
-    plugin.start()
-    plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
-    join(plugin, network_id, endpoint_id)
-    link = netns.link(original)
-    assert link["ifalias"] == "docker-vxlan-plugin:" + network_id
-    assert netns.link("macvlan_" + endpoint_id[:7])["link"] == original
-    vxlans = [n for n in netns.link_names() if n.startswith("vx")]
-    assert vxlans == [original]
-
-
 def test_corrupt_state_file_is_logged_not_fatal(plugin):
     network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "35"})
     plugin.stop()
@@ -209,7 +172,7 @@ def test_corrupt_state_file_is_logged_not_fatal(plugin):
     assert plugin.ok("GetCapabilities")
 
 
-def test_go_original_vxlan_keeps_its_port(plugin, netns):
+def test_go_original_vxlan_is_adopted_with_its_port_not_duplicated(plugin, netns):
     # The Go original left the port to the kernel: 8472. Adopted with that
     # port, the vxlan made again after the last container is on 8472 too.
     network_id = new_id()
@@ -222,7 +185,11 @@ def test_go_original_vxlan_keeps_its_port(plugin, netns):
     first = new_id()
     plugin.ok("CreateEndpoint", endpoint_request(network_id, first))
     join(plugin, network_id, first)
-    assert netns.link(original)["linkinfo"]["info_data"]["port"] == 8472
+    link = netns.link(original)
+    assert link["ifalias"] == "docker-vxlan-plugin:" + network_id
+    assert link["linkinfo"]["info_data"]["port"] == 8472
+    assert netns.link("macvlan_" + first[:7])["link"] == original
+    assert [n for n in netns.link_names() if n.startswith("vx")] == [original]
     plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": first})
     assert original not in netns.link_names()
     second = new_id()
