@@ -53,9 +53,30 @@ class DockerLookup:
         """Docker's DockerNetwork of that ID, or None if Docker does not know it;
         DockerLookupError if Docker does not answer."""
         try:
-            return DockerNetwork.from_inspect(self._api().inspect_network(network_id))
+            info = self._api().inspect_network(network_id)
+            if any(not entry.get("Gateway") for entry in (info.get("IPAM") or {}).get("Config")
+                   or []):
+                info = self._with_gateways_of_a_container(info)
+            return DockerNetwork.from_inspect(info)
         except docker.errors.NotFound:
             return None
         except Exception as error:  # the SDK raises requests', urllib3's and its own
             raise DockerLookupError(
                 f"could not ask Docker about network {network_id[:12]}: {error}") from None
+
+    def _with_gateways_of_a_container(self, info):
+        """INFO with the gateways Docker's IPAM chose filled in: `network inspect`
+        shows only those given to `network create`, a container shows its own."""
+        for container_id in info.get("Containers") or {}:
+            try:
+                settings = self._api().inspect_container(container_id)["NetworkSettings"]
+            except docker.errors.NotFound:  # gone meanwhile, or not a container ("ep-...")
+                continue
+            endpoint = (settings.get("Networks") or {}).get(info.get("Name")) or {}
+            ipam = dict(info["IPAM"])
+            ipam["Config"] = [
+                {**entry, "Gateway": endpoint.get(
+                    "IPv6Gateway" if ":" in entry.get("Subnet", "") else "Gateway")}
+                if not entry.get("Gateway") else entry for entry in ipam["Config"]]
+            return {**info, "IPAM": ipam}
+        return info

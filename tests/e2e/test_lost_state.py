@@ -135,3 +135,22 @@ def test_only_links_of_networks_docker_no_longer_has_are_removed(hosts):
     finally:
         h1.run_in_ns(["ip", "link", "delete", "dev", "vxadmin"], check=False)
         h1.run_in_ns(["ip", "link", "delete", "dev", "vxgone"], check=False)
+
+
+def default_route(host, container):
+    routes = host.docker("exec", container, "ip", "route").stdout.splitlines()
+    return [route.split() for route in routes if route.startswith("default")]
+
+
+def test_a_gateway_docker_chose_is_kept_when_the_record_is_made_again(hosts):
+    # Without --gateway, Docker's IPAM picks one and hands it to CreateNetwork,
+    # but `docker network inspect` does not show it; the containers have it.
+    h1 = hosts[0]
+    h1.docker("network", "create", "-d", "vxlan", "-o", "VxlanId=97", "--subnet",
+              "10.97.0.0/24", "--ip-range", "10.97.0.128/25", "ls-gw")
+    run(h1, "ls-gw-a", "ls-gw")
+    before = default_route(h1, "ls-gw-a")
+    assert before == [["default", "via", "10.97.0.128", "dev", "eth0"]]
+    restart_plugin(h1, damage=removed)
+    run(h1, "ls-gw-b", "ls-gw")
+    assert default_route(h1, "ls-gw-b") == before
