@@ -276,6 +276,7 @@ class Driver:
                 if found is None:
                     raise DockerLookupError(f"Docker does not know network {network_id[:12]}")
                 self.learn_from_docker(network_id, found)
+                self._refuse_if_held(network_id)  # its options no longer validate
             return self.networks[network_id]
 
     def _remember_network(self, network):
@@ -352,8 +353,8 @@ class Driver:
                 return []
             if found is None:
                 return self._forget_network(network_id)
-            if network_id not in self.networks:
-                self._rebuild_network(network_id, found)
+            if network_id not in self.networks and not self._rebuild_network(network_id, found):
+                return []
             for endpoint_id, mac in found.endpoints.items():
                 if endpoint_id not in self.endpoints:
                     endpoint = Endpoint(endpoint_id, network_id, mac)
@@ -370,11 +371,13 @@ class Driver:
             return removed
 
     def _rebuild_network(self, network_id, found):
+        """Makes the network's record from Docker's; returns False (and holds the
+        network) if its options do not validate."""
         try:
             options = parse_options(found.options, self.vtepdev)
         except OptionError as error:
             self.hold(network_id, f"network {network_id[:12]}: {error}")
-            raise PluginError(self.held[network_id]) from None
+            return False
         gateways = _gateways(found.ipam_config)
         network = Network(network_id, options, gateways.get(4), gateways.get(6), found.internal)
         log.info("network %s: record made from Docker's", network_id[:12])
@@ -384,6 +387,7 @@ class Driver:
             self.adopt(network, link)
         else:
             self.vxlans_here.discard(network_id)
+        return True
 
     def _forget_network(self, network_id):
         if self.scope != "local":

@@ -62,9 +62,12 @@ def reconcile_in_background(driver, docker):
         while True:
             try:
                 while waiting:
-                    removed += _learn(driver, waiting[0], docker.network(waiting[0]), endpoints)
+                    network_id = waiting[0]
+                    found = docker.network(network_id)
+                    removed += _or_logged(f"reconciling network {network_id[:12]}",
+                                          driver.learn_from_docker, network_id, found, endpoints)
                     waiting.pop(0)
-                removed += driver.remove_unused_links()
+                removed += _or_logged("removing unused links", driver.remove_unused_links)
                 break
             except DockerLookupError as error:
                 log.warning("Docker did not answer (%s): the links of %d networks stay as "
@@ -76,11 +79,11 @@ def reconcile_in_background(driver, docker):
     return gevent.spawn(run)
 
 
-def _learn(driver, network_id, found, endpoints):
+def _or_logged(what, call, *args):
+    """CALL's list of what it removed; [] if a command failed (the runner logged
+    it), which is logged too: the rest goes on."""
     try:
-        return driver.learn_from_docker(network_id, found, endpoints)
-    except DockerLookupError:
-        raise
-    except PluginError as error:  # logged where it arose; the others go on
-        log.error("network %s: %s", network_id[:12], error)
+        return call(*args)
+    except PluginError as error:
+        log.error("%s: %s", what, error)
         return []

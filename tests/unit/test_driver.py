@@ -221,3 +221,15 @@ def test_without_dockers_word_a_vxlan_outlives_its_last_known_endpoint(ip, tmp_p
     assert ip.commands == ["ip link delete dev macvlan_1111111"]
     assert again.remove_unused_links() == []  # nothing confirmed: nothing goes
     assert "vx_aaaaaaaaaaaa" in ip.existing
+
+
+def test_options_from_docker_that_no_longer_validate_hold_the_network(ip, tmp_path):
+    docker = FakeDocker({NET: inspect(NET, {"VxlanId": "42", "Group": "239.1.1.1"})})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)))  # no -vtepdev
+    for _ in range(2):
+        with pytest.raises(PluginError, match="network aaaaaaaaaaaa: option Group=239.1.1.1 "
+                                              "needs a VTEP device"):
+            driver.create_endpoint(NET, EP1, {"Address": "10.42.0.5/24"})
+    assert docker.asked == [NET]  # held: not asked again
+    assert driver.learn_from_docker(NET, docker.network(NET), {EP1}) == []
+    assert ip.commands == [] and not os.listdir(tmp_path / "networks")
