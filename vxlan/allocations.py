@@ -29,7 +29,7 @@ class Allocations:
         self.docker = docker
         self._lock = RLock()
         self._by_network = {}  # network ID -> (VNI, port)
-        for network_id, record in state.load_all(KIND).items():
+        for network_id, record in state.load_all(KIND).records.items():
             try:
                 self._by_network[network_id] = (int(record["VxlanId"]), int(record["Port"]))
             except (KeyError, TypeError, ValueError) as error:

@@ -55,3 +55,13 @@ def kind_of(link):
 def data_of(link):
     """The kind's own settings (a vxlan's id, port, ...) as `ip -d -j link` shows them."""
     return link.get("linkinfo", {}).get("info_data", {})
+
+
+def show_fdb(dev):
+    return ["bridge", "-j", "fdb", "show", "dev", dev]
+
+
+def flood_destinations(entries):
+    """Where a vxlan sends broadcast and unknown traffic, from `bridge -j fdb show`."""
+    return [entry["dst"] for entry in entries
+            if entry.get("mac") == ANY_MAC and entry.get("dst")]

@@ -1,18 +1,41 @@
 """The only module that talks to Docker's API (through the docker SDK).
 
-The driver needs Docker only for what it cannot know itself: the options of a
-network created on another host (global scope), whether a swarm network that
-holds a VNI still exists, and, when it reconciles at start, which networks and
-endpoints still exist. Docker may be starting, and
-waiting for this very plugin, when we ask: every call has a short timeout and
-a failure becomes DockerLookupError, never a hang.
+The driver needs Docker only for what it cannot know itself: a network it has
+no record of (created on another host in global scope, or whose record was
+lost), whether a swarm network that holds a VNI still exists, and, when it
+reconciles at start, which networks and endpoints still exist. Docker may be
+starting, and waiting for this very plugin, when we ask: every call has a
+short timeout and a failure becomes DockerLookupError, never a hang.
 """
+
+from dataclasses import dataclass
 
 import docker
 
 from .errors import DockerLookupError
 
 DOCKER_TIMEOUT = 5.0  # seconds
+
+
+@dataclass(frozen=True)
+class DockerNetwork:
+    """What the driver needs of Docker's record of a network."""
+
+    options: dict      # the driver options, as given to `docker network create -o`
+    ipam_config: list  # IPAM Config entries: Subnet, Gateway, ...
+    internal: bool
+    endpoints: dict    # endpoint ID -> MAC address, of the network's endpoints on this host
+
+    @classmethod
+    def from_inspect(cls, info):
+        """From `docker network inspect`'s JSON, which lists the endpoints on
+        this host (in local and in swarm scope) under Containers."""
+        containers = (info.get("Containers") or {}).values()
+        return cls(dict(info.get("Options") or {}),
+                   list((info.get("IPAM") or {}).get("Config") or []),
+                   bool(info.get("Internal")),
+                   {c["EndpointID"]: c.get("MacAddress") or "" for c in containers
+                    if isinstance(c, dict) and c.get("EndpointID")})
 
 
 class DockerLookup:
@@ -27,11 +50,16 @@ class DockerLookup:
         return self._client
 
     def network(self, network_id):
-        """Docker's record of one network (`docker network inspect`)."""
+        """Docker's DockerNetwork of that ID, or None if Docker does not know it;
+        DockerLookupError if Docker does not answer."""
         try:
-            return self._api().inspect_network(network_id)
+            info = self._api().inspect_network(network_id)
+            if any(not entry.get("Gateway") for entry in (info.get("IPAM") or {}).get("Config")
+                   or []):
+                info = self._with_gateways_of_a_container(info)
+            return DockerNetwork.from_inspect(info)
         except docker.errors.NotFound:
-            raise DockerLookupError(f"Docker does not know network {network_id[:12]}") from None
+            return None
         except Exception as error:  # the SDK raises requests', urllib3's and its own
             raise DockerLookupError(
                 f"could not ask Docker about network {network_id[:12]}: {error}") from None
@@ -47,14 +75,19 @@ class DockerLookup:
             raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
                                     f"{error}") from None
 
-    def endpoints_of(self, network_id):
-        """IDs of the network's endpoints on this host, or None if Docker does not
-        know the network."""
-        try:
-            network = self._api().inspect_network(network_id)
-        except docker.errors.NotFound:
-            return None
-        except Exception as error:
-            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
-                                    f"{error}") from None
-        return {c.get("EndpointID", "") for c in (network.get("Containers") or {}).values()}
+    def _with_gateways_of_a_container(self, info):
+        """INFO with the gateways Docker's IPAM chose filled in: `network inspect`
+        shows only those given to `network create`, a container shows its own."""
+        for container_id in info.get("Containers") or {}:
+            try:
+                settings = self._api().inspect_container(container_id)["NetworkSettings"]
+            except docker.errors.NotFound:  # gone meanwhile, or not a container ("ep-...")
+                continue
+            endpoint = (settings.get("Networks") or {}).get(info.get("Name")) or {}
+            ipam = dict(info["IPAM"])
+            ipam["Config"] = [
+                {**entry, "Gateway": endpoint.get(
+                    "IPv6Gateway" if ":" in entry.get("Subnet", "") else "Gateway")}
+                if not entry.get("Gateway") else entry for entry in ipam["Config"]]
+            return {**info, "IPAM": ipam}
+        return info

@@ -11,21 +11,24 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
 The plugin deletes only links it created or adopted (commands.mark_owned marks them), and
-keeps the options in state.py because Join does not carry them.
+keeps the options in state.py because Join does not carry them. Those records are a
+cache of what Docker knows: a network missing from them is asked of Docker, and a
+vxlan is never deleted because of an absence in them alone (see recovery.py).
 """
 
 import hashlib
 import ipaddress
+import json
 import logging
-import socket
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gevent.lock import RLock
 
 from . import commands as cmd
+from . import underlay
 from .allocations import Allocations
-from .errors import CommandError, OptionError, PluginError
+from .errors import CommandError, DockerLookupError, OptionError, PluginError
 from .options import parse_options
 
 log = logging.getLogger("vxlan.driver")
@@ -73,6 +76,12 @@ class Driver:
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
+        # network ID -> why its records cannot be used: its requests are refused
+        # with that message, and its links left alone
+        self.held = {}
+        # networks whose endpoint records may be incomplete: their vxlan stays,
+        # even after what looks like its last endpoint, until Docker confirms
+        self.unconfirmed = set()
         self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
         self.allocations = Allocations(state, docker)  # swarm networks' VNIs, on a manager
@@ -108,6 +117,7 @@ class Driver:
         self.allocations.release(network_id)
 
     def delete_network(self, network_id):
+        self._refuse_if_held(network_id)
         with self.network_locks[network_id]:
             network = self.networks.get(network_id)
             if network and network_id in self.vxlans_here:
@@ -150,7 +160,8 @@ class Driver:
         with self.network_locks[network_id]:
             others = [e for e in self.endpoints_of(network_id) if e.id != endpoint_id]
             network = self.networks.get(network_id)
-            last = network is not None and not others and network_id in self.vxlans_here
+            last = (network is not None and not others and network_id in self.vxlans_here
+                    and network_id not in self.unconfirmed)
             self.delete_links(delete_endpoint_commands(network, endpoint, last))
             if last:
                 self.vxlans_here.discard(network_id)
@@ -193,10 +204,45 @@ class Driver:
                               f"vxlan with VNI {network.options.get('VxlanId')} on the same "
                               "port and device")
         if not is_network_link(link, network):
+            port = cmd.data_of(link).get("port")
+            if is_go_original_link(link, network, any_port=True):
+                raise PluginError(
+                    f"cannot create vxlan {network.link}: a vxlan of that name and VNI "
+                    f"{network.options.get('VxlanId')} exists on UDP port {port} (the Go "
+                    "original's default is the kernel's 8472), and this network has "
+                    f"Port={network.options.get('Port')}: create the network with "
+                    f"-o Port={port} to take it over, or remove the link")
             raise PluginError(f"cannot create vxlan {network.link}: a link of that name exists "
                               "and was not created by docker-vxlan-plugin; remove it or choose "
                               "another vxlanName")
-        self.ip.run(cmd.mark_owned(network.link, network.id, up=True))
+        self.adopt(network, link)
+
+    def adopt(self, network, link):
+        """Takes LINK, found on the host, as NETWORK's vxlan: marks it (the Go
+        original's carry no mark), keeps its UDP port in the record if the network
+        named none (the original's links have the kernel's 8472), and adds the
+        flood entries a crash between a first Join's `ip` and `bridge` steps may
+        have left out."""
+        name = link["ifname"]
+        commands = []
+        if cmd.owner_of(link) != network.id:
+            log.info("adopting %s, made by the Go original for network %s", name,
+                     network.id[:12])
+            commands.append(cmd.mark_owned(name, network.id, up=True))
+        port = cmd.data_of(link).get("port")
+        if port and port != network.options.get("Port") and "Port" not in network.options.raw:
+            log.info("network %s keeps the UDP port %s of its vxlan %s", network.id[:12], port,
+                     name)
+            network = replace(network, options=parse_options(
+                {**network.options.raw, "Port": str(port)}, self.vtepdev))
+            self._remember_network(network)
+        if network.options.peers:
+            present = cmd.flood_destinations(json.loads(self.ip.run(cmd.show_fdb(name)) or "[]"))
+            commands += [cmd.fdb_append_flood(name, peer)
+                         for peer in underlay.remote(network.options.peers)
+                         if peer not in present]
+        if commands:
+            self.ip.batch(commands)
         self.vxlans_here.add(network.id)
 
     def _undo(self, done):
@@ -221,28 +267,179 @@ class Driver:
     # --- lookups ------------------------------------------------------------------
 
     def _network(self, network_id):
+        self._refuse_if_held(network_id)
         network = self.networks.get(network_id)
         if network is None:
             network = self._network_from_docker(network_id)
         return network
 
-    def _network_from_docker(self, network_id):
-        """A network created on another host (global scope): ask Docker once."""
-        with self.network_locks[network_id]:
-            if network_id in self.networks:
-                return self.networks[network_id]
-            info = self.docker.network(network_id)
-            gateways = _gateways((info.get("IPAM") or {}).get("Config") or [])
-            network = Network(network_id, parse_options(info.get("Options") or {}, self.vtepdev),
-                              gateways.get(4), gateways.get(6), bool(info.get("Internal")))
-            self.state.save("networks", network_id, network.record())
-            self.networks[network_id] = network
-            return network
+    def _refuse_if_held(self, network_id):
+        if network_id in self.held:
+            raise PluginError(self.held[network_id])
 
-    def network_from_record(self, record):
-        return Network(record["id"], parse_options(record["options"], self.vtepdev),
-                       record.get("gateway"), record.get("gateway6"),
-                       bool(record.get("internal")))
+    def _network_from_docker(self, network_id):
+        """A network we have no record of (created on another host in global
+        scope, or its record lost): ask Docker once."""
+        with self.network_locks[network_id]:
+            if network_id not in self.networks:
+                found = self.docker.network(network_id)
+                if found is None:
+                    raise DockerLookupError(f"Docker does not know network {network_id[:12]}")
+                self.learn_from_docker(network_id, found)
+                self._refuse_if_held(network_id)  # its options no longer validate
+            return self.networks[network_id]
+
+    def _remember_network(self, network):
+        self.state.save("networks", network.id, network.record())
+        self.networks[network.id] = network
+
+    # --- what recovery.py needs -------------------------------------------------
+
+    def restore_network(self, network_id, record):
+        """A network from the state at start. One whose options no longer
+        validate (say, Group after a restart without -vtepdev) is held; a record
+        that makes no sense is left out, as if lost. Returns whether it was taken."""
+        if not isinstance(record.get("options"), dict):
+            log.error("ignoring network %s in the state: it has no options", network_id[:12])
+            return False
+        try:
+            options = parse_options(record["options"], self.vtepdev)
+        except OptionError as error:
+            self.hold(network_id, f"network {network_id[:12]}: {error}")
+            return False
+        self.networks[network_id] = Network(network_id, options, record.get("gateway"),
+                                            record.get("gateway6"),
+                                            bool(record.get("internal")))
+        return True
+
+    def restore_endpoint(self, endpoint_id, record):
+        """An endpoint from the state at start; returns whether it was taken."""
+        try:
+            self.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
+                                                   record["mac"])
+            return True
+        except KeyError as error:
+            log.error("ignoring endpoint %s in the state: no %s", endpoint_id[:12], error)
+            return False
+
+    def doubt_endpoint_records(self):
+        """Some endpoint record could not be read: any network may have lost one."""
+        self.unconfirmed.update(self.networks)
+
+    def networks_to_confirm(self):
+        """The networks recovery asks Docker about: all those from the state or
+        the host, but the held ones."""
+        return (set(self.networks) | self.unconfirmed
+                | {e.network_id for e in self.endpoints.values()}) - set(self.held)
+
+    def hold(self, network_id, reason):
+        log.error("%s; its links are left alone", reason)
+        self.held[network_id] = reason
+        self.unconfirmed.discard(network_id)
+
+    def found_vxlan(self, link):
+        """A vxlan on the host at start: a known network's (ours, or the Go
+        original's by name and VNI) is adopted; one marked as ours for a network
+        we have no usable record of stays until Docker says what it is."""
+        owner = cmd.owner_of(link)
+        network = self.networks.get(owner) or next(
+            (network for network in self.networks.values() if is_network_link(link, network)),
+            None)
+        if network is not None:
+            self.adopt(network, link)
+        elif owner is not None:
+            self.vxlans_here.add(owner)
+            if owner not in self.held:
+                self.unconfirmed.add(owner)
+
+    def learn_from_docker(self, network_id, found, endpoints_from_before=frozenset()):
+        """Brings one network's records in line with Docker's: FOUND is Docker's
+        DockerNetwork, or None if Docker does not know the network. A missing
+        record is rebuilt from Docker's, with the endpoints Docker has here;
+        endpoints from before this start that Docker no longer has are deleted.
+        Returns the IDs of what was removed."""
+        with self.network_locks[network_id]:
+            if network_id in self.held:
+                return []
+            if found is None:
+                return self._forget_network(network_id)
+            if network_id not in self.networks and not self._rebuild_network(network_id, found):
+                return []
+            for endpoint_id, mac in found.endpoints.items():
+                if endpoint_id not in self.endpoints:
+                    endpoint = Endpoint(endpoint_id, network_id, mac)
+                    self.state.save("endpoints", endpoint_id, endpoint.record())
+                    self.endpoints[endpoint_id] = endpoint
+            self.unconfirmed.discard(network_id)
+            removed = []
+            for endpoint in self.endpoints_of(network_id):
+                if endpoint.id in endpoints_from_before and endpoint.id not in found.endpoints:
+                    log.info("endpoint %s no longer exists in Docker: removing it",
+                             endpoint.id[:12])
+                    self.delete_endpoint(network_id, endpoint.id)
+                    removed.append(endpoint.id)
+            return removed
+
+    def _rebuild_network(self, network_id, found):
+        """Makes the network's record from Docker's; returns False (and holds the
+        network) if its options do not validate."""
+        try:
+            options = parse_options(found.options, self.vtepdev)
+        except OptionError as error:
+            self.hold(network_id, f"network {network_id[:12]}: {error}")
+            return False
+        gateways = _gateways(found.ipam_config)
+        network = Network(network_id, options, gateways.get(4), gateways.get(6), found.internal)
+        log.info("network %s: record made from Docker's", network_id[:12])
+        self._remember_network(network)
+        link = self.ip.link(network.link)
+        if link is not None and is_network_link(link, network):
+            self.adopt(network, link)
+        else:
+            self.vxlans_here.discard(network_id)
+        return True
+
+    def _forget_network(self, network_id):
+        if self.scope != "local":
+            # a swarm node may not have a network (yet, or again): no proof it is gone
+            if network_id in self.networks:
+                self.unconfirmed.discard(network_id)
+            return []
+        log.info("network %s no longer exists in Docker: removing it", network_id[:12])
+        self.unconfirmed.discard(network_id)
+        self.delete_network(network_id)
+        return [network_id]
+
+    def remove_unused_links(self):
+        """Deletes, once Docker has confirmed their networks, our vxlans that
+        nobody uses (their network is gone, or has no endpoint here) and
+        macvlans on them whose endpoint is gone (in the host's namespace, so in
+        no container). Returns their names."""
+        removed = []
+        links = self.ip.links()
+        ours = {link["ifname"]: cmd.owner_of(link) for link in links
+                if cmd.kind_of(link) == "vxlan" and cmd.owner_of(link)}
+
+        def confirmed(network_id):
+            return network_id not in self.held and network_id not in self.unconfirmed
+
+        for link in links:
+            name, network_id = link["ifname"], ours.get(link.get("link"))
+            if (cmd.kind_of(link) == "macvlan" and network_id and confirmed(network_id)
+                    and name.startswith("macvlan_")
+                    and not any(e.link == name for e in self.endpoints.values())):
+                with self.network_locks[network_id]:
+                    self.delete_links([cmd.link_delete(name)])
+                removed.append(name)
+        for name, network_id in ours.items():
+            with self.network_locks[network_id]:
+                if not confirmed(network_id) or (network_id in self.networks
+                                                 and self.endpoints_of(network_id)):
+                    continue
+                self.delete_links([cmd.link_delete(name)])
+                self.vxlans_here.discard(network_id)
+            removed.append(name)
+        return removed
 
     def _endpoint(self, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id)
@@ -267,13 +464,14 @@ def check_host(network, links, known_networks):
     if vtepdev and vtepdev not in by_name:
         raise OptionError(f"option VtepDev={vtepdev}: no such device on this host")
     mtu = options.get("vxlanMTU")
-    if vtepdev and mtu:
-        family = _underlay_family(options)
-        limit = by_name[vtepdev]["mtu"] - VXLAN_OVERHEAD[family]
-        if mtu > limit:
-            raise OptionError(f"option vxlanMTU={mtu}: above {limit}, the most that fits in "
-                              f"{vtepdev}'s MTU of {by_name[vtepdev]['mtu']} with the VXLAN "
-                              f"overhead of {VXLAN_OVERHEAD[family]} bytes")
+    if mtu:
+        underlay_mtu, what = ((by_name[vtepdev]["mtu"], vtepdev + "'s MTU") if vtepdev else
+                              (underlay.path_mtu(options.peers), "the MTU of the route to Peers"))
+        overhead = VXLAN_OVERHEAD[_underlay_family(options)]
+        if underlay_mtu and mtu > underlay_mtu - overhead:
+            raise OptionError(f"option vxlanMTU={mtu}: above {underlay_mtu - overhead}, the "
+                              f"most that fits in {what} of {underlay_mtu} with the VXLAN "
+                              f"overhead of {overhead} bytes")
     for other in known_networks:
         if other.id == network.id:
             continue
@@ -302,9 +500,15 @@ def is_network_link(link, network):
     return cmd.owner_of(link) == network.id or is_go_original_link(link, network)
 
 
-def is_go_original_link(link, network):
+def is_go_original_link(link, network, any_port=False):
+    """An unmarked vxlan with the Go original's name and the network's VNI, on
+    the network's port or on any if the network named none (the original left
+    it to the kernel: 8472)."""
+    data = cmd.data_of(link)
     return (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network.id[:12]
-            and cmd.data_of(link).get("id") == network.options.get("VxlanId"))
+            and data.get("id") == network.options.get("VxlanId")
+            and (any_port or "Port" not in network.options.raw
+                 or data.get("port") == network.options.get("Port")))
 
 
 # --- the commands of each step: used by the driver and by `explain` ----------------
@@ -315,8 +519,8 @@ def join_commands(network, endpoint, new_vxlan):
     vxlan = []
     if new_vxlan:
         # One Peers list can serve every host: a host does not flood to itself.
-        remote_peers = [peer for peer in options.peers if not is_local_address(peer)]
-        vxlan = ([cmd.vxlan_add(network.link, options.ip_args("link"),
+        remote_peers = underlay.remote(options.peers)
+        vxlan = ([cmd.vxlan_add(network.link, options.ip_args("link") + _derived_mtu(options),
                                 options.ip_args("vxlan")),
                   cmd.mark_owned(network.link, network.id, up=True)] +
                  [cmd.fdb_append_flood(network.link, peer) for peer in remote_peers])
@@ -347,16 +551,14 @@ def explain(raw_options, vtepdev, links, network_id, endpoint_ids):
     ]
 
 
-def is_local_address(address):
-    """Whether ADDRESS belongs to this host (network namespace): only then can a
-    socket bind to it. A syscall, not a process."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((address, 0))
-            return True
-        except OSError:
-            return False
+def _derived_mtu(options):
+    """`mtu N` for a vxlan without a lower device: the kernel would give it
+    1500 whatever the underlay, so take the smallest MTU of the routes to its
+    Peers minus the overhead (nothing if vxlanMTU is given, or no route tells)."""
+    if options.get("VtepDev") or options.get("vxlanMTU"):
+        return []
+    mtu = underlay.path_mtu(options.peers)
+    return ["mtu", str(mtu - VXLAN_OVERHEAD[_underlay_family(options)])] if mtu else []
 
 
 def _underlay_family(options):

@@ -22,17 +22,30 @@ U32_MAX = 2**32 - 1
 # --- value types: parse(text) -> value, or ValueError; `accepted` says what is.
 
 class Integer:
-    _syntax = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)\Z")  # \Z: "$" allows a final "\n"
+    """Decimal or 0x hex; with `octal`, a leading 0 means octal, as in the Go
+    original's VxlanId (strconv.ParseInt(s, 0, 32), Go 1.5: 010 is 8), so that
+    a host moving over from it keeps the same VNI."""
 
-    def __init__(self, low, high):
-        self.low, self.high = low, high
-        self.accepted = f"an integer from {low} to {high} (decimal or 0x hex)"
+    _syntax = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)\Z")  # \Z: "$" allows a final "\n"
+    _octal = re.compile(r"^0[0-7]+\Z")
+
+    def __init__(self, low, high, octal=False):
+        self.low, self.high, self.octal = low, high, octal
+        forms = "decimal, 0x hex, or octal after a leading 0" if octal else "decimal or 0x hex"
+        self.accepted = f"an integer from {low} to {high} ({forms})"
         self.example = "N"  # a placeholder: the README shows the form, not a value
 
     def parse(self, text):
         if not self._syntax.match(text):
             raise ValueError
-        value = int(text, 0) if text[:2].lower() == "0x" else int(text, 10)
+        if text[:2].lower() == "0x":
+            value = int(text, 16)
+        elif self.octal and text[:1] == "0" and len(text) > 1:
+            if not self._octal.match(text):
+                raise ValueError  # 08, 09: not octal, and Go refused them too
+            value = int(text, 8)
+        else:
+            value = int(text, 10)
         if not self.low <= value <= self.high:
             raise ValueError
         return value
@@ -157,13 +170,14 @@ class Option:
 
 
 OPTIONS = (
-    Option("VxlanId", Integer(0, 16777215),
+    Option("VxlanId", Integer(0, 16777215, octal=True),
            "VXLAN Network Identifier (VNI). Required.", "vxlan", _pair("id")),
     Option("vxlanName", InterfaceName(),
            "Name of the vxlan link; default `vx_` + the first 12 characters of the network ID."),
     Option("vxlanMTU", Integer(68, 65535),
-           "MTU of the vxlan link, and so of every container on it; default: the kernel's "
-           "(VTEP device MTU minus the VXLAN overhead).", "link", _pair("mtu"),
+           "MTU of the vxlan link, and so of every container on it; default: the VTEP "
+           "device's MTU (without one, the smallest MTU of the routes to the Peers) minus "
+           "the VXLAN overhead.", "link", _pair("mtu"),
            aliases=("com.docker.network.driver.mtu",)),
     Option("vxlanHardwareAddr", MacAddress(), "MAC address of the vxlan link.",
            "link", _pair("address")),

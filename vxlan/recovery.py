@@ -1,118 +1,89 @@
 """Start-up: load what the plugin remembers, find its links on the host, and
 clean up what a crash or an outage left behind.
 
-`load` runs before the socket opens and needs only the state and the kernel.
-`reconcile` runs after, in the background, because it asks Docker, and Docker
-may itself be starting and waiting for this plugin. It removes only links the
-plugin provably owns (marked with its alias) that nobody uses, and logs each
-removal in the command log like every other command.
+The records are a cache of what Docker knows, and may be lost (a state volume
+left out, another --state-dir), damaged or unusable (a record that no longer
+validates, one of a newer format). So nothing is deleted on the strength of
+them alone: `load` runs before the socket opens, needs only the state and the
+kernel, and deletes nothing; `reconcile_in_background` runs after, because it
+asks Docker, which may itself be starting and waiting for this plugin. Once
+Docker answers, records it has and we lack are rebuilt from it, and only links
+of networks and endpoints Docker no longer has are removed, each in the command
+log like every other command.
 """
 
 import logging
 
 import gevent
 
-from . import commands as cmd
-from .driver import Endpoint, is_network_link
-from .errors import DockerLookupError, OptionError, PluginError
+from .errors import CommandError, DockerLookupError, PluginError
 
 log = logging.getLogger("vxlan.recovery")
+FIRST_PAUSE = 5.0     # seconds before asking Docker again; doubled each time
+LONGEST_PAUSE = 60.0
 
 
 def load(driver):
     """Reads the state and finds which of our vxlans exist on this host."""
-    for network_id, record in driver.state.load_all("networks").items():
-        try:
-            driver.networks[network_id] = driver.network_from_record(record)
-        except (OptionError, PluginError, KeyError, TypeError) as error:
-            log.error("ignoring network %s in the state: %s", network_id[:12], error)
-    for endpoint_id, record in driver.state.load_all("endpoints").items():
-        try:
-            driver.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
-                                                     record["mac"])
-        except (KeyError, TypeError) as error:
-            log.error("ignoring endpoint %s in the state: %s", endpoint_id[:12], error)
+    networks = driver.state.load_all("networks")
+    endpoints = driver.state.load_all("endpoints")
+    for network_id, why in networks.newer.items():
+        driver.hold(network_id, f"network {network_id[:12]}: {why}")
+    for network_id, record in networks.records.items():
+        driver.restore_network(network_id, record)
+    complete = not endpoints.newer and not endpoints.unreadable
+    for endpoint_id, why in endpoints.newer.items():
+        log.error("endpoint %s: %s; Docker's record is used", endpoint_id[:12], why)
+    for endpoint_id, record in endpoints.records.items():
+        complete = driver.restore_endpoint(endpoint_id, record) and complete
+    if not complete:
+        # an endpoint we cannot read may be any network's: keep every vxlan
+        # until Docker has said which endpoints each one has
+        driver.doubt_endpoint_records()
     for link in driver.ip.links("vxlan"):
-        network = _network_of(driver, link)
-        if network is None:
-            continue
-        if cmd.owner_of(link) != network.id:
-            log.info("adopting %s, made by the Go original for network %s",
-                     link["ifname"], network.id[:12])
-            driver.ip.run(cmd.mark_owned(link["ifname"], network.id, up=True))
-        driver.vxlans_here.add(network.id)
+        try:
+            driver.found_vxlan(link)
+        except CommandError as error:  # logged by the runner; the link stays as it is
+            log.error("could not adopt %s: %s", link["ifname"], error)
 
 
-def _network_of(driver, link):
-    network = driver.networks.get(cmd.owner_of(link))
-    return network or next((network for network in driver.networks.values()
-                            if is_network_link(link, network)), None)
-
-
-def reconcile_in_background(driver, docker, attempts=5, pause=15.0):
-    """Removes unused links now, then what Docker no longer knows once it answers.
+def reconcile_in_background(driver, docker):
+    """Asks Docker about every network from before this start, until it answers;
+    then rebuilds what the state lacks and removes what Docker no longer has.
 
     Only networks and endpoints from before this start can be stale: one made
     since went through this process, and Docker may not have stored it yet
     when we ask (it stores its record after our answer)."""
-    from_before = (set(driver.networks), set(driver.endpoints))
+    endpoints = set(driver.endpoints)
+    waiting = sorted(driver.networks_to_confirm())
 
     def run():
-        removed = remove_unused_links(driver)
-        for attempt in range(attempts):
+        removed, pause = [], FIRST_PAUSE
+        while True:
             try:
-                forgotten = forget_what_docker_forgot(driver, docker, *from_before)
-                removed += forgotten + (remove_unused_links(driver) if forgotten else [])
+                while waiting:
+                    network_id = waiting[0]
+                    found = docker.network(network_id)
+                    removed += _or_logged(f"reconciling network {network_id[:12]}",
+                                          driver.learn_from_docker, network_id, found, endpoints)
+                    waiting.pop(0)
+                removed += _or_logged("removing unused links", driver.remove_unused_links)
                 break
             except DockerLookupError as error:
-                log.warning("Docker did not answer (%s); asking again in %g s", error, pause)
+                log.warning("Docker did not answer (%s): the links of %d networks stay as "
+                            "they are until it does; asking again in %g s", error,
+                            len(waiting), pause)
                 gevent.sleep(pause)
+                pause = min(2 * pause, LONGEST_PAUSE)
         log.info("reconciled: removed %s", ", ".join(removed) or "nothing")
     return gevent.spawn(run)
 
 
-def forget_what_docker_forgot(driver, docker, network_ids, endpoint_ids):
-    """Deletes those of the networks (local scope only) and endpoints given that
-    Docker no longer has."""
-    in_docker = {network_id: docker.endpoints_of(network_id)
-                 for network_id in network_ids if network_id in driver.networks}
-    removed = []
-    for network_id, endpoints_in_docker in in_docker.items():
-        if endpoints_in_docker is None:
-            if driver.scope == "local":
-                log.info("network %s no longer exists in Docker: removing it", network_id[:12])
-                driver.delete_network(network_id)
-                removed.append(network_id)
-            continue
-        for endpoint_id in endpoint_ids & {e.id for e in driver.endpoints_of(network_id)}:
-            if endpoint_id not in endpoints_in_docker:
-                log.info("endpoint %s no longer exists in Docker: removing it", endpoint_id[:12])
-                driver.delete_endpoint(network_id, endpoint_id)
-                removed.append(endpoint_id)
-    return removed
-
-
-def remove_unused_links(driver):
-    """Our vxlans whose network is gone or has no endpoint here, and macvlans on
-    them (in the host namespace, so in no container) whose endpoint is gone."""
-    removed = []
-    links = driver.ip.links()
-    ours = {link["ifname"]: cmd.owner_of(link) for link in links
-            if cmd.kind_of(link) == "vxlan" and cmd.owner_of(link)}
-    for link in links:
-        name = link["ifname"]
-        if (cmd.kind_of(link) == "macvlan" and link.get("link") in ours
-                and name.startswith("macvlan_")):
-            network_id = ours[link["link"]]
-            if not any(e.link == name for e in driver.endpoints.values()):
-                with driver.network_locks[network_id]:
-                    driver.delete_links([cmd.link_delete(name)])
-                removed.append(name)
-    for name, network_id in ours.items():
-        with driver.network_locks[network_id]:
-            if network_id in driver.networks and driver.endpoints_of(network_id):
-                continue
-            driver.delete_links([cmd.link_delete(name)])
-            driver.vxlans_here.discard(network_id)
-        removed.append(name)
-    return removed
+def _or_logged(what, call, *args):
+    """CALL's list of what it removed; [] if a command failed (the runner logged
+    it), which is logged too: the rest goes on."""
+    try:
+        return call(*args)
+    except PluginError as error:
+        log.error("%s: %s", what, error)
+        return []

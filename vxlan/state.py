@@ -5,7 +5,12 @@ Docker never replays CreateNetwork after a plugin restart, and CreateEndpoint
 and Join do not carry the network's options, so the options validated at
 CreateNetwork are kept here. Files are replaced atomically (write, fsync,
 rename), so a crash leaves either the old or the new record. A file that cannot
-be read is reported in the log and skipped, never fatal.
+be read is reported in the log and skipped, never fatal; so is a file whose name
+is not ID.json (an editor's backup, a note), which is left where it is.
+
+Each record carries the number of its format (FORMAT). Records of an older
+format (none before 1) are read; one of a newer format, written by a newer
+version of the plugin, is refused rather than misread, and kept on disk.
 """
 
 import json
@@ -13,9 +18,18 @@ import logging
 import os
 import re
 import tempfile
+from typing import NamedTuple
 
 log = logging.getLogger("vxlan.state")
 _ID = re.compile(r"^[0-9A-Za-z]+\Z")
+_RECORD_FILE = re.compile(r"^([0-9A-Za-z]+)\.json\Z")
+FORMAT = 1  # the format of the records this version writes
+
+
+class Loaded(NamedTuple):
+    records: dict     # ID -> record
+    newer: dict       # ID -> why not read: records of a newer format (kept on disk)
+    unreadable: list  # IDs whose files could not be read (logged)
 
 
 class StateStore:
@@ -27,7 +41,7 @@ class StateStore:
     def save(self, kind, record_id, record):
         folder = os.path.join(self.root, kind)
         with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".tmp-", delete=False) as f:
-            json.dump(record, f, sort_keys=True)
+            json.dump({**record, "format": FORMAT}, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f.name, self._path(kind, record_id))
@@ -39,21 +53,36 @@ class StateStore:
             pass
 
     def load_all(self, kind):
-        """Every readable record of one kind, by ID."""
-        records = {}
+        """The records of one kind (Loaded): every readable one, and which were not."""
+        loaded = Loaded({}, {}, [])
         folder = os.path.join(self.root, kind)
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             if name.startswith(".tmp-"):
                 os.unlink(path)  # an interrupted save; the old record (if any) stands
                 continue
-            record_id = name[:-len(".json")]
+            match = _RECORD_FILE.match(name)
+            if not match:
+                log.warning("ignoring %s: not a state file (those are named ID.json)", path)
+                continue
             try:
                 with open(path) as f:
-                    records[record_id] = json.load(f)
+                    record = json.load(f)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
             except (OSError, ValueError) as error:
                 log.error("ignoring unreadable state file %s: %s", path, error)
-        return records
+                loaded.unreadable.append(match.group(1))
+                continue
+            if not isinstance(record.get("format", 0), int) or record.get("format", 0) > FORMAT:
+                loaded.newer[match.group(1)] = (
+                    f"its state file {path} has record format {record.get('format')!r}, "
+                    f"written by a newer docker-vxlan-plugin (this one reads formats up to "
+                    f"{FORMAT}): run that version, or remove the file to rebuild the record "
+                    "from Docker")
+                continue
+            loaded.records[match.group(1)] = record
+        return loaded
 
     def _path(self, kind, record_id):
         if not _ID.match(record_id):

@@ -66,7 +66,9 @@ class Netns:
 
 
 class Plugin:
-    """The plugin as a process in the namespace, with its socket, state and audit log."""
+    """The plugin as a process in the namespace, with its socket, state and audit log.
+    It has no Docker: DOCKER_HOST names a socket nobody listens on, so Docker
+    never answers (tests/e2e has the real engine)."""
 
     def __init__(self, netns, workdir, flags=(), env=None, launcher=()):
         self.netns = netns
@@ -81,13 +83,15 @@ class Plugin:
         self.process = None
 
     def start(self):
+        env = dict(self.env or os.environ,
+                   DOCKER_HOST="unix://" + os.path.join(self.workdir, "no-docker.sock"))
         with open(self.stderr_path, "a") as stderr:
             self.process = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns.name, *self.launcher,
                  sys.executable, "-m", "vxlan",
                  "--socket", self.socket, "--state-dir", self.state_dir,
                  "--audit-log", self.audit_log, *self.flags],
-                cwd=REPO, stdout=stderr, stderr=stderr, env=self.env)
+                cwd=REPO, stdout=stderr, stderr=stderr, env=env)
         deadline = time.monotonic() + 20
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:

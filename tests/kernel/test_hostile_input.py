@@ -61,6 +61,20 @@ def integer(low, high):
     return valid
 
 
+_GO_INTEGER = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def go_integer(low, high):
+    """Go's strconv.ParseInt(s, 0, ...) as the Go original read VxlanId: 0x hex,
+    a leading 0 octal, else decimal."""
+    def valid(text):
+        if not _GO_INTEGER.fullmatch(text):
+            return False
+        base = 16 if text[:2].lower() == "0x" else 8 if text[:1] == "0" else 10
+        return low <= int(text, base) <= high
+    return valid
+
+
 def address(multicast):
     def valid(text):
         if "%" in text:  # an IPv6 scope is not an address the kernel takes here
@@ -82,7 +96,7 @@ def boolean(text):
 
 
 VALID = {
-    "VxlanId": integer(0, 16777215),
+    "VxlanId": go_integer(0, 16777215),
     "vxlanName": _NAME.fullmatch,
     "vxlanMTU": integer(68, 65535),
     "com.docker.network.driver.mtu": integer(68, 65535),

@@ -213,3 +213,33 @@ def test_too_many_multicast_groups_says_which_limit(plugin, netns):
     status, answer = plugin.call("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
     assert status == 500 and "net.ipv4.igmp_max_memberships" in answer["Err"]
     assert "vx_" + network_id[:12] not in netns.link_names()  # undone
+
+
+@pytest.mark.parametrize("peers, remote", [("192.0.2.1,192.0.2.2", ["192.0.2.2"]),
+                                           ("2001:db8::1,2001:db8::2", ["2001:db8::2"])])
+def test_peers_skip_only_this_host_with_nonlocal_bind(plugin, netns, peers, remote):
+    # keepalived and HAProxy hosts let sockets bind any address: binding says
+    # nothing there about which address is this host's
+    for sysctl in ("net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1"):
+        subprocess.run(["ip", "netns", "exec", netns.name, "sysctl", "-qw", sysctl], check=True)
+    network_id, _, _, _ = create_and_join(plugin, {"VxlanId": "24", "Peers": peers})
+    assert netns.flood_destinations("vx_" + network_id[:12]) == remote
+
+
+@pytest.mark.parametrize("peer, overhead", [("192.0.2.2", 50), ("2001:db8::2", 70)])
+def test_peers_without_a_vtep_device_get_the_underlays_mtu(netns, workdir, peer, overhead):
+    # without a lower device the kernel gives a vxlan 1500, too much for any
+    # underlay of 1500 or less: the MTU comes from the route to the peers
+    netns.ip("link", "set", "dev", "eth0", "mtu", "1400")
+    plugin = Plugin(netns, workdir).start()  # no --vtepdev
+    try:
+        status, answer = plugin.call("CreateNetwork", network_request(
+            new_id(), {"VxlanId": "25", "Peers": peer, "vxlanMTU": str(1400 - overhead + 1)}))
+        assert status == 500 and f"above {1400 - overhead}" in answer["Err"], answer
+        network_id, _, _, joined = create_and_join(plugin, {"VxlanId": "25", "Peers": peer})
+        vxlan = netns.link("vx_" + network_id[:12])
+        assert "link" not in vxlan  # no lower device
+        assert vxlan["mtu"] == 1400 - overhead
+        assert netns.link(joined["InterfaceName"]["SrcName"])["mtu"] == 1400 - overhead
+    finally:
+        plugin.stop()

@@ -6,6 +6,7 @@ from vxlan import recovery
 from vxlan.driver import Driver
 from vxlan.errors import CommandError, DockerLookupError
 from vxlan.commands import kind_of
+from vxlan.dockerapi import DockerNetwork
 from vxlan.state import StateStore
 
 NET = "a" * 64
@@ -50,19 +51,40 @@ class RecordingIp:
 
 
 class FakeDocker:
-    def __init__(self, networks=None):
+    """Stands in for dockerapi.DockerLookup: NETWORKS maps IDs to what `docker
+    network inspect` answers; with answering=False, Docker does not answer."""
+
+    def __init__(self, networks=None, answering=True):
         self.networks = networks or {}
+        self.answering = answering
         self.asked = []
 
     def network(self, network_id):
         self.asked.append(network_id)
-        if network_id not in self.networks:
-            raise DockerLookupError(f"Docker does not know network {network_id[:12]}")
-        return self.networks[network_id]
+        if not self.answering:
+            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}")
+        info = self.networks.get(network_id)
+        return None if info is None else DockerNetwork.from_inspect(info)
 
     def has_network(self, network_id):
-        self.asked.append(network_id)
-        return network_id in self.networks
+        return self.network(network_id) is not None
+
+
+def inspect(network_id, options, endpoints=(), gateway="10.42.0.254"):
+    """`docker network inspect`'s JSON (Engine 20.10) of a local network with
+    ENDPOINTS [(endpoint ID, MAC)] here."""
+    return {
+        "Name": "vxlan42", "Id": network_id, "Created": "2026-12-01T10:00:00.0Z",
+        "Scope": "local", "Driver": "vxlan", "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [
+            {"Subnet": "10.42.0.0/24", "IPRange": "10.42.0.0/25", "Gateway": gateway}]},
+        "Internal": False, "Attachable": False, "Ingress": False,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": {f"{index:064x}": {"Name": f"c{index}", "EndpointID": endpoint_id,
+                                         "MacAddress": mac, "IPv4Address": "10.42.0.1/24",
+                                         "IPv6Address": ""}
+                       for index, (endpoint_id, mac) in enumerate(endpoints)},
+        "Options": options, "Labels": {}}
 
 
 ETH0 = {"ifname": "eth0", "mtu": 1500}

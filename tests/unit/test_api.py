@@ -65,7 +65,7 @@ def test_driver_errors_become_err(app):
                                                           {"VxlanId": "x"}}})
     assert code == 500 and answer == {
         "Err": "option VxlanId: invalid value 'x'; expected an integer from 0 to 16777215 "
-               "(decimal or 0x hex)"}
+               "(decimal, 0x hex, or octal after a leading 0)"}
 
 
 def test_newer_engines_extra_fields_are_ignored(app):

@@ -1,9 +1,11 @@
 """The driver's decisions, with a recording command runner in place of ip:
 which commands each RPC runs, in what order, and what it answers."""
 
+import os
+
 import pytest
 
-from tests.unit.conftest import EP1, EP2, ETH0, NET, NET2, FakeDocker, RecordingIp
+from tests.unit.conftest import EP1, EP2, ETH0, NET, NET2, FakeDocker, RecordingIp, inspect
 from vxlan import recovery
 from vxlan.driver import Driver
 from vxlan.errors import CommandError, DockerLookupError, OptionError, PluginError
@@ -115,9 +117,7 @@ def test_ipv6_gateway_and_internal_networks(driver):
 
 
 def test_unknown_network_is_asked_of_docker_once(ip, tmp_path):
-    docker = FakeDocker({NET: {"Options": {"VxlanId": "77"}, "Internal": False,
-                               "IPAM": {"Config": [{"Subnet": "10.7.0.0/24",
-                                                    "Gateway": "10.7.0.1"}]}}})
+    docker = FakeDocker({NET: inspect(NET, {"VxlanId": "77"}, gateway="10.7.0.1")})
     driver = Driver(ip, docker, StateStore(str(tmp_path)), scope="global", vtepdev="eth0")
     driver.create_endpoint(NET, EP1, {"Address": "10.7.0.5/24"})
     assert driver.join(NET, EP1)["Gateway"] == "10.7.0.1"
@@ -231,26 +231,70 @@ def test_an_allocation_in_the_way_stands_when_docker_does_not_answer(ip, tmp_pat
     driver.allocate_network(SWARM_NET2, {"VxlanId": "46"})
 
 
-class DockerView:
-    """Docker's answer to 'which endpoints does this network have here'."""
-
-    def __init__(self, endpoints_by_network):
-        self.endpoints_by_network = endpoints_by_network
-
-    def endpoints_of(self, network_id):
-        return self.endpoints_by_network.get(network_id)
-
-
 def test_reconcile_forgets_only_what_docker_dropped_before_this_start(driver, ip):
     create(driver)
     create(driver, NET2, VxlanId="43")
     driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
     driver.join(NET, EP1)
-    from_before = (set(driver.networks), set(driver.endpoints))
+    endpoints_from_before = set(driver.endpoints)
     # an endpoint made after start: Docker may not have stored it yet
     driver.create_endpoint(NET, EP2, {"Address": "10.0.0.6/24"})
     ip.commands.clear()
-    removed = recovery.forget_what_docker_forgot(driver, DockerView({NET: set()}), *from_before)
+    docker = FakeDocker({NET: inspect(NET, {"VxlanId": "42"})})
+    removed = [removed for network_id in (NET, NET2) for removed in driver.learn_from_docker(
+        network_id, docker.network(network_id), endpoints_from_before)]
     assert sorted(removed) == sorted([NET2, EP1])  # NET2 unknown to Docker; EP1 left NET
     assert set(driver.endpoints) == {EP2} and set(driver.networks) == {NET}
     assert ip.commands == ["ip link delete dev macvlan_1111111"]  # EP2 keeps the vxlan
+
+
+def test_a_lost_record_is_made_again_from_dockers(ip, tmp_path):
+    vxlan = {"ifname": "vx_aaaaaaaaaaaa", "ifalias": "docker-vxlan-plugin:" + NET,
+             "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 42, "port": 4789}}}
+    ip.existing["vx_aaaaaaaaaaaa"] = vxlan
+    docker = FakeDocker({NET: inspect(NET, {"VxlanId": "42"}, [(EP1, "02:42:0a:2a:00:01"),
+                                                               (EP2, "02:42:0a:2a:00:02")])})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)), vtepdev="eth0")
+    recovery.load(driver)  # an empty state
+    assert driver.unconfirmed == {NET} and NET in driver.vxlans_here
+    driver.learn_from_docker(NET, docker.network(NET))
+    assert driver.networks[NET].gateway == "10.42.0.254"
+    assert {e.id: e.mac for e in driver.endpoints_of(NET)} == {EP1: "02:42:0a:2a:00:01",
+                                                               EP2: "02:42:0a:2a:00:02"}
+    driver.delete_endpoint(NET, EP1)
+    assert ip.commands == ["ip link delete dev macvlan_1111111"]  # EP2 still uses the vxlan
+    again = Driver(RecordingIp([ETH0, vxlan]), FakeDocker(), StateStore(str(tmp_path)))
+    recovery.load(again)  # the rebuilt records were saved
+    assert set(again.endpoints) == {EP2} and again.networks[NET].options.get("VxlanId") == 42
+
+
+def test_without_dockers_word_a_vxlan_outlives_its_last_known_endpoint(ip, tmp_path):
+    first = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
+    create(first)
+    for endpoint in (EP1, EP2):
+        first.create_endpoint(NET, endpoint, {"Address": "10.0.0." + endpoint[0] + "/24"})
+        first.join(NET, endpoint)
+    ip.existing["vx_aaaaaaaaaaaa"] = {
+        "ifname": "vx_aaaaaaaaaaaa", "ifalias": "docker-vxlan-plugin:" + NET,
+        "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 42, "port": 4789}}}
+    os.unlink(tmp_path / "endpoints" / (EP2 + ".json"))
+    (tmp_path / "endpoints" / (EP1 + ".json")).write_text("{cut sh")
+    again = Driver(ip, FakeDocker(answering=False), StateStore(str(tmp_path)), vtepdev="eth0")
+    recovery.load(again)
+    ip.commands.clear()
+    again.delete_endpoint(NET, EP1)
+    assert ip.commands == ["ip link delete dev macvlan_1111111"]
+    assert again.remove_unused_links() == []  # nothing confirmed: nothing goes
+    assert "vx_aaaaaaaaaaaa" in ip.existing
+
+
+def test_options_from_docker_that_no_longer_validate_hold_the_network(ip, tmp_path):
+    docker = FakeDocker({NET: inspect(NET, {"VxlanId": "42", "Group": "239.1.1.1"})})
+    driver = Driver(ip, docker, StateStore(str(tmp_path)))  # no -vtepdev
+    for _ in range(2):
+        with pytest.raises(PluginError, match="network aaaaaaaaaaaa: option Group=239.1.1.1 "
+                                              "needs a VTEP device"):
+            driver.create_endpoint(NET, EP1, {"Address": "10.42.0.5/24"})
+    assert docker.asked == [NET]  # held: not asked again
+    assert driver.learn_from_docker(NET, docker.network(NET), {EP1}) == []
+    assert ip.commands == [] and not os.listdir(tmp_path / "networks")

@@ -34,7 +34,7 @@ GOOD = {
     "Port": ("8472", ["dstport", "8472"]),
 }
 BAD = {
-    "VxlanId": ["16777216", "-1", "4x", "0x", "1e3", " 42", "42.0", ""],
+    "VxlanId": ["16777216", "-1", "4x", "0x", "1e3", " 42", "42.0", "", "08", "0o10", "0b1"],
     "vxlanName": ["-rf", "a" * 16, "has space", "a/b", "x:1", "", ".hidden", "vx;rm"],
     "vxlanMTU": ["67", "65536", "big"],
     "vxlanHardwareAddr": ["01:00:5e:00:00:01", "00:00:00:00:00:00", "02:00:00:00:00",
@@ -82,6 +82,20 @@ def test_every_option_has_good_and_bad_cases():
     names = {o.name for o in OPTIONS}
     assert names - set(GOOD) - set(BAD) <= {"PortHigh"}  # tested with PortLow below
     assert not set(GOOD) - names and not set(BAD) - names
+
+
+@pytest.mark.parametrize("text, vni", [("010", 8), ("0777", 511), ("0", 0), ("00", 0),
+                                       ("10", 10), ("0x10", 16), ("0X1f", 31)])
+def test_vxlan_id_reads_base_prefixes_as_the_go_original_did(text, vni):
+    # The original parsed VxlanId with Go's strconv.ParseInt(s, 0, 32) (Go 1.5):
+    # a leading 0 is octal, 0x hex. A host moving over keeps the same VNI.
+    assert parse(VxlanId=text).get("VxlanId") == vni
+
+
+def test_a_leading_zero_is_read_as_octal_only_for_vxlan_id():
+    # every other integer was strconv.Atoi's: decimal, leading zeros and all
+    assert parse(Port="08472").get("Port") == 8472
+    assert parse(vxlanMTU="01400").get("vxlanMTU") == 1400
 
 
 def test_names_match_in_any_case():
