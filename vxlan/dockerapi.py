@@ -46,3 +46,25 @@ class DockerLookup:
             raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
                                     f"{error}") from None
         return {c.get("EndpointID", "") for c in (network.get("Containers") or {}).values()}
+
+    # --- for `docker-vxlan-plugin status` -------------------------------------------
+
+    def network_if_known(self, network_id):
+        """Docker's record of one network, or None if Docker does not know it."""
+        try:
+            return self._api().inspect_network(network_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
+                                    f"{error}") from None
+
+    def container_if_known(self, container_id):
+        """Docker's record of one container (`docker inspect`), or None if it is gone."""
+        try:
+            return self._api().inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:
+            raise DockerLookupError(f"could not ask Docker about container "
+                                    f"{container_id[:12]}: {error}") from None

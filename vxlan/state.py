@@ -38,14 +38,17 @@ class StateStore:
         except FileNotFoundError:
             pass
 
-    def load_all(self, kind):
-        """Every readable record of one kind, by ID."""
+    def load_all(self, kind, tidy=True):
+        """Every readable record of one kind, by ID. `tidy`: remove what
+        interrupted saves left (only the plugin itself may: a reader such as
+        `status` could take away a save in progress)."""
         records = {}
         folder = os.path.join(self.root, kind)
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             if name.startswith(".tmp-"):
-                os.unlink(path)  # an interrupted save; the old record (if any) stands
+                if tidy:
+                    os.unlink(path)  # an interrupted save; the old record (if any) stands
                 continue
             record_id = name[:-len(".json")]
             try:
