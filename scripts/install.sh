@@ -7,7 +7,8 @@
 #   scripts/install.sh          the plugin: iproute2, python3 + venv
 #   scripts/install.sh --test   also what the tests need: docker.io, busybox-static,
 #                               iptables, iperf3, iputils-ping (ping -M do), debootstrap,
-#                               systemd (systemd-socket-activate, systemd-analyze), and
+#                               systemd (systemd-socket-activate, systemd-analyze),
+#                               logrotate (the audit log's rotation), and
 #                               requirements-test.txt in the venv
 #                               (same as INSTALL_TEST=1)
 #
@@ -42,7 +43,8 @@ quiet() {
 
 # --- Debian packages ----------------------------------------------------------
 packages=(iproute2 python3 python3-venv python3-pip)
-[ "$with_test" = 1 ] && packages+=(docker.io busybox-static iptables iperf3 iputils-ping debootstrap systemd)
+[ "$with_test" = 1 ] && packages+=(docker.io busybox-static iptables iperf3 iputils-ping debootstrap systemd
+                              logrotate)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -140,8 +140,8 @@ class Ip:
         killed = code < 0 and code != NOT_STARTED
         for index, (line, batch) in enumerate(zip(lines, batches)):
             if killed:
-                auditlog.finished(line, batch, f"{_status(code)}, may have run", duration,
-                                  stderr)
+                auditlog.finished(line, batch, f"{_status(code)}, {auditlog.MAY_HAVE_RUN}",
+                                  duration, stderr)
             elif failed_index is None or index < failed_index:
                 auditlog.finished(line, batch, "ok", duration)
             elif index == failed_index:
