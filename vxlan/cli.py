@@ -144,6 +144,7 @@ def main(argv=None):
         return 0
     subcommands = {"explain": explain_main, "status": status_main, "replay": replay_main}
     if argv[:1] and argv[0] in subcommands:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly
         return subcommands[argv[0]](argv[1:])
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)

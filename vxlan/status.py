@@ -8,6 +8,7 @@ works whether the plugin runs or not; if Docker does not answer, that is
 reported and the records are still held against the kernel.
 """
 
+import concurrent.futures
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from .state import StateStore
 
 KINDS = ("networks", "endpoints")
 NETNS_CHUNK = 50  # containers whose interfaces one shell lists (several shells run at once)
+DOCKER_THREADS = 4  # `docker inspect`s at once: one per container adds up at 1000
 
 
 def survey(state_dir, ip, docker, vtepdev=None):
@@ -56,14 +58,13 @@ class Survey:
         network_ids = list(network_records) + sorted(set(marked) - set(network_records))
         in_docker = {network_id: self._ask_docker(self.docker.network_if_known, network_id)
                      for network_id in network_ids}
-        containers = {}
-        for network in in_docker.values():
-            for container_id in (network or {}).get("Containers") or {}:
-                if container_id not in containers:
-                    containers[container_id] = self._ask_docker(self.docker.container_if_known,
-                                                                container_id)
-        self.interfaces = self._interfaces_in_containers(containers)
-        self.containers = containers
+        container_ids = sorted({container_id for network in in_docker.values()
+                                for container_id in (network or {}).get("Containers") or {}})
+        with concurrent.futures.ThreadPoolExecutor(DOCKER_THREADS) as pool:
+            answers = pool.map(lambda container_id: self._ask_docker(
+                self.docker.container_if_known, container_id), container_ids)
+            self.containers = dict(zip(container_ids, answers))
+        self.interfaces = self._interfaces_in_containers(self.containers)
         networks = []
         for network_id in network_ids:
             record = network_records.get(network_id)
@@ -128,9 +129,12 @@ class Survey:
                       [cmd.link_delete(link["ifname"])] if link else [])
         fdb = self._check_vxlan(network, link, label, bool(endpoints or by_endpoint))
         endpoint_ids = list(endpoints) + [e for e in by_endpoint if e and e not in endpoints]
-        entries = [self._endpoint(network, link, name, endpoint_id, endpoints.get(endpoint_id),
-                                  by_endpoint.get(endpoint_id), docker_network is not None)
-                   for endpoint_id in endpoint_ids]
+        entries = sorted((self._endpoint(network, link, name, endpoint_id,
+                                         endpoints.get(endpoint_id), by_endpoint.get(endpoint_id),
+                                         docker_network is not None)
+                          for endpoint_id in endpoint_ids),
+                         key=lambda entry: ((entry["container"] or {}).get("name", ""),
+                                            entry["id"]))
         return {
             "id": network_id, "name": name, "vni": options.get("VxlanId"),
             "port": options.get("Port"), "group": options.get("Group"),
@@ -143,7 +147,7 @@ class Survey:
         }
 
     def _check_vxlan(self, network, link, label, in_use):
-        """Drift of the network's vxlan; returns its flood destinations."""
+        """Drift of the network's vxlan; returns its flood destinations (Peers)."""
         name, options = network.link, network.options
         if link is None:
             if in_use:
@@ -174,19 +178,17 @@ class Survey:
             self._add(network.id, None, f"{what}: {_described(changed)}; made anew, it takes "
                       "the containers' interfaces with it: restart them after",
                       [cmd.link_delete(name)] + vxlan_commands(network))
-        flood = cmd.flood_destinations(self._fdb(name))
-        if options.peers:
-            wanted = remote_peers(network)
-            for peer in sorted(set(wanted) - set(flood)):
-                self._add(network.id, None, f"{what} does not flood to peer {peer}",
-                          [cmd.fdb_append_flood(name, peer)])
-            for peer in sorted(set(flood) - set(wanted)):
-                self._add(network.id, None, f"{what} floods to {peer}, not one of its Peers",
-                          [cmd.fdb_delete_flood(name, peer)])
+        if not options.peers:
+            return []  # a Group's one flood entry is the kernel's, made with the vxlan
+        flood = cmd.flood_destinations(json.loads(self.ip.run(cmd.show_fdb(name)) or "[]"))
+        wanted = remote_peers(network)
+        for peer in sorted(set(wanted) - set(flood)):
+            self._add(network.id, None, f"{what} does not flood to peer {peer}",
+                      [cmd.fdb_append_flood(name, peer)])
+        for peer in sorted(set(flood) - set(wanted)):
+            self._add(network.id, None, f"{what} floods to {peer}, not one of its Peers",
+                      [cmd.fdb_delete_flood(name, peer)])
         return flood
-
-    def _fdb(self, name):
-        return json.loads(self.ip.run(cmd.show_fdb(name)) or "[]")
 
     # --- one endpoint ------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class Survey:
             return found
         interface = next((i for i in self.interfaces.get(pid) or []
                           if i.get("address", "").lower() == mac.lower()), None)
-        where = f"container {container_name}"
+        where = f"container {container_name} on {network_name or network.id[:12]}"
         if interface is None:
             self._add(network.id, endpoint_id, f"{where} has no interface with MAC {mac} (its "
                       f"macvlan on {network.link} is gone)", restart)

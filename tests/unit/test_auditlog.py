@@ -93,9 +93,10 @@ def test_replay_takes_what_changed_the_host_in_the_order_it_finished():
         record("result", "ip link delete dev vx1", "ok"),
     ]
     commands, doubtful = auditlog.replayable(lines)
-    assert commands == [["ip", "link", "add", "vx1", "type", "vxlan", "id", "1", "dstport", "4789"],
-                        ["ip", "link", "set", "dev", "vx1", "alias", "docker-vxlan-plugin:ab", "up"],
-                        ["ip", "link", "delete", "dev", "vx1"]]
+    assert commands == [
+        ["ip", "link", "add", "vx1", "type", "vxlan", "id", "1", "dstport", "4789"],
+        ["ip", "link", "set", "dev", "vx1", "alias", "docker-vxlan-plugin:ab", "up"],
+        ["ip", "link", "delete", "dev", "vx1"]]
     assert doubtful == ["bridge fdb append 00:00:00:00:00:00 dev vx1 dst 192.0.2.2"]
 
 
