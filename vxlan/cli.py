@@ -10,6 +10,7 @@ also take the usual --debug, --scope, --vtepdev.
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -144,8 +145,11 @@ def main(argv=None):
         return 0
     subcommands = {"explain": explain_main, "status": status_main, "replay": replay_main}
     if argv[:1] and argv[0] in subcommands:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly
-        return subcommands[argv[0]](argv[1:])
+        try:
+            return subcommands[argv[0]](argv[1:])
+        except BrokenPipeError:  # the reader has had enough (`status | head`): end quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)
     _patch_for_gevent()
