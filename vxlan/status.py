@@ -71,7 +71,7 @@ class Survey:
             if record is None:
                 self._unrecorded_vxlan(network_id, marked[network_id], in_docker[network_id])
                 continue
-            endpoints = {endpoint_id: Endpoint(endpoint_id, network_id, record_["mac"])
+            endpoints = {endpoint_id: Endpoint(endpoint_id, network_id, record_.get("mac", ""))
                          for endpoint_id, record_ in endpoint_records.items()
                          if record_.get("network") == network_id}
             networks.append(self._network(record, marked.get(network_id),
@@ -125,7 +125,8 @@ class Survey:
         label = f"network {name or network_id[:12]}"
         if docker_network is None and not self.docker_error:
             self._add(network_id, None, f"{label}: Docker has no such network (removed while "
-                      "the plugin was stopped?); the plugin forgets it at its next start",
+                      "the plugin was stopped?); in local scope the plugin forgets it at its "
+                      "next start",
                       [cmd.link_delete(link["ifname"])] if link else [])
         fdb = self._check_vxlan(network, link, label, bool(endpoints or by_endpoint))
         endpoint_ids = list(endpoints) + [e for e in by_endpoint if e and e not in endpoints]

@@ -6,31 +6,8 @@ the command log holding the exact commands."""
 import json
 import shlex
 
-import pytest
-
 from demo import plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
-
-
-@pytest.fixture(scope="module")
-def host(lab1):
-    host = lab1.hosts[0]
-    host.start_plugin(["-vtepdev", "eth0"])
-    try:
-        yield host
-    finally:
-        host.stop_plugin()
-
-
-@pytest.fixture
-def cleanup(host):
-    """Names of containers and networks to remove after the test, whatever happens."""
-    made = {"containers": [], "networks": []}
-    yield made
-    for name in made["containers"]:
-        host.docker("rm", "-f", name, check=False)
-    for name in made["networks"]:
-        host.docker("network", "rm", name, check=False)
 
 
 def create_network(host, cleanup, name, *args):

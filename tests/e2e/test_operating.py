@@ -10,31 +10,9 @@ import pytest
 
 from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
+from tests.e2e.conftest import PLUGIN_FLAGS
 
 PEERS = "192.0.2.11,192.0.2.99"  # the lab host's own address, and a peer nobody has
-
-
-@pytest.fixture(scope="module")
-def host(lab1):
-    host = lab1.hosts[0]
-    host.start_plugin(["-vtepdev", "eth0"])
-    try:
-        yield host
-    finally:
-        host.stop_plugin()
-
-
-@pytest.fixture
-def made(host):
-    """Containers and networks to remove after the test, whatever happens."""
-    made = {"containers": [], "networks": []}
-    yield made
-    if not host.plugin_running():
-        host.start_plugin(["-vtepdev", "eth0"])
-    for name in made["containers"]:
-        host.docker("rm", "-f", name, check=False)
-    for name in made["networks"]:
-        host.docker("network", "rm", name, check=False)
 
 
 def vxlan_cli(host, *args, check=True):
@@ -62,14 +40,14 @@ def repair(host, drift):
                 host.run_in_ns(argv)
 
 
-def create_network(host, made, name, *args):
-    made["networks"].append(name)
+def create_network(host, cleanup, name, *args):
+    cleanup["networks"].append(name)
     host.docker("network", "create", "-d", "vxlan", *args, name)
     return host.docker("network", "inspect", "-f", "{{.Id}}", name).stdout.strip()
 
 
-def run(host, made, name, network):
-    made["containers"].append(name)
+def run(host, cleanup, name, network):
+    cleanup["containers"].append(name)
     host.docker("run", "-d", "--name", name, "--net", network, IMAGE, "sleep", "600")
     return {field: network_field(host, name, network, field)
             for field in ("EndpointID", "IPAddress", "MacAddress")}
@@ -79,15 +57,15 @@ def container_pid(host, name):
     return host.docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
 
 
-def test_status_names_every_container_and_finds_drift_by_hand(host, made):
+def test_status_names_every_container_and_finds_drift_by_hand(host, cleanup):
     networks = {
-        "opsgroup": create_network(host, made, "opsgroup", "-o", "VxlanId=60", "-o",
+        "opsgroup": create_network(host, cleanup, "opsgroup", "-o", "VxlanId=60", "-o",
                                    "Group=239.1.1.60", "-o", "vxlanMTU=1400",
                                    "--subnet", "10.60.0.0/24"),
-        "opspeers": create_network(host, made, "opspeers", "-o", "VxlanId=61", "-o",
+        "opspeers": create_network(host, cleanup, "opspeers", "-o", "VxlanId=61", "-o",
                                    f"Peers={PEERS}", "--subnet", "10.61.0.0/24"),
     }
-    containers = {name: (network, run(host, made, name, network))
+    containers = {name: (network, run(host, cleanup, name, network))
                   for name, network in (("g1", "opsgroup"), ("g2", "opsgroup"),
                                         ("g3", "opsgroup"), ("p1", "opspeers"))}
     report = status(host)
@@ -160,7 +138,7 @@ def test_status_names_every_container_and_finds_drift_by_hand(host, made):
         *(f"container {name} on opsgroup has no interface with MAC {docker_says['MacAddress']}"
           for name, (_, docker_says) in sorted(containers.items()) if name != "p1"),
         f"network opsgroup: its vxlan {vx_group} is missing"]
-    host.start_plugin(["-vtepdev", "eth0"])
+    host.start_plugin(PLUGIN_FLAGS)
     for name in ("g1", "g2", "g3"):  # the plugin makes the vxlan anew at the first Join
         host.docker("restart", name)
     assert status(host)["drift"] == []
@@ -190,11 +168,11 @@ def explained(host, options, network_id, endpoints):
     ["VxlanId=63", "Group=239.1.1.63", "vxlanMTU=1400", "TTL=8", "Learning=false"],
     ["VxlanId=64", f"Peers={PEERS}", "Port=4790"],
 ], ids=["group", "peers"])
-def test_explain_prints_what_a_network_life_runs(host, made, options):
+def test_explain_prints_what_a_network_life_runs(host, cleanup, options):
     args = [arg for option in options for arg in ("-o", option)]
-    network_id = create_network(host, made, "lifeline", *args, "--subnet", "10.63.0.0/24")
-    first = run(host, made, "life1", "lifeline")
-    further = run(host, made, "life2", "lifeline")
+    network_id = create_network(host, cleanup, "lifeline", *args, "--subnet", "10.63.0.0/24")
+    first = run(host, cleanup, "life1", "lifeline")
+    further = run(host, cleanup, "life2", "lifeline")
     host.docker("rm", "-f", "life2")
     host.docker("rm", "-f", "life1")
     vxlan_left = "vx_" + network_id[:12] in plugin_links(host)

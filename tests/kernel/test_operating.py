@@ -11,20 +11,14 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.kernel.conftest import REPO, Netns, Plugin, create_and_join, endpoint_request, join
-from tests.rpc import network_request, new_id
+from tests.kernel.conftest import (EVERY_OPTION, REPO, Netns, Plugin, create_and_join,
+                                   endpoint_request, join)
+from tests.rpc import new_id
 from tests.wait import wait_for
 
-FULL_OPTIONS = {"VxlanId": "0x2a", "vxlanName": "vxall", "vxlanMTU": "1400",
-                "vxlanHardwareAddr": "02:00:00:00:00:42", "vxlanTxQLen": "500",
-                "SrcAddr": "192.0.2.1", "Group": "239.1.1.1", "TTL": "16", "TOS": "16",
-                "Learning": "false", "Proxy": "true", "RSC": "yes", "L2miss": "on",
-                "L3miss": "1", "GBP": "true", "Age": "600", "Limit": "100",
-                "PortLow": "40000", "PortHigh": "50000", "Port": "4790"}
 # 192.0.2.1 is the namespace's own address: no host floods to itself
 PEERS = {"VxlanId": "43", "Peers": "192.0.2.2,192.0.2.1,192.0.2.3", "vxlanMTU": "1400",
          "TTL": "5"}
@@ -63,7 +57,7 @@ def repair(netns, items):
 
 
 def test_what_the_plugin_made_is_no_drift(plugin, netns):
-    full, _, _, _ = create_and_join(plugin, FULL_OPTIONS)
+    full, _, _, _ = create_and_join(plugin, EVERY_OPTION)
     peers, endpoint, created, _ = create_and_join(plugin, PEERS)
     peers6, _, _, _ = create_and_join(plugin, {"VxlanId": "44", "Peers": "2001:db8::2"})
     code, report = status(plugin, "--check")
@@ -189,7 +183,7 @@ def link_summary(netns):
 
 
 def test_replay_rebuilds_the_links_of_a_run_in_a_fresh_namespace(plugin, netns):
-    full, _, _, _ = create_and_join(plugin, FULL_OPTIONS)
+    full, _, _, _ = create_and_join(plugin, EVERY_OPTION)
     peers, _, _, _ = create_and_join(plugin, PEERS)
     second = new_id()
     plugin.ok("CreateEndpoint", endpoint_request(peers, second, "10.42.0.3/24"))
