@@ -165,6 +165,14 @@ def test_status_works_while_the_plugin_is_stopped_and_touches_nothing(plugin, ne
         # in this namespace, so in no container: the plugin deletes such at its start
         (f"macvlan {macvlan} on vx_{network_id[:12]} belongs to no endpoint",
          [f"ip link delete dev {macvlan}"])]
+    # without the plugin's -vtepdev, a Group network's record cannot be read: said, not fatal
+    plugin.start()
+    group, _, _, _ = create_and_join(plugin, {"VxlanId": "49", "Group": "239.1.1.49"})
+    done = vxlan_cli(plugin, "status", "--state-dir", plugin.state_dir, "--check")
+    assert done.returncode == 1
+    assert (f"network {group[:12]}: its record cannot be read (option Group=239.1.1.49 needs a "
+            "VTEP device") in done.stdout
+    assert "give status the plugin's --vtepdev" in done.stdout
 
 
 # --- replay --------------------------------------------------------------------------
@@ -306,6 +314,19 @@ def test_sighup_reopens_the_audit_log_at_once(plugin):
     assert plugin.audit_log in opened and plugin.audit_log + ".1" not in opened
     assert "SIGHUP: reopening the audit log" in plugin.log()
     assert plugin.process.poll() is None
+
+
+def test_sighup_without_an_audit_log_does_not_stop_the_plugin(netns, workdir):
+    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0"])
+    plugin.audit_log = ""  # `--audit-log ""`: none
+    plugin.start()
+    try:
+        plugin.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: no audit log to reopen" in plugin.log(), what="the SIGHUP")
+        create_and_join(plugin, {"VxlanId": "50"})
+        assert plugin.process.poll() is None and not os.path.exists(plugin.audit_log)
+    finally:
+        plugin.stop()
 
 
 @pytest.fixture
