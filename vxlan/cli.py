@@ -43,6 +43,11 @@ def serve_parser():
         prog="docker-vxlan-plugin",
         description="Docker network driver: one VXLAN per network, a macvlan per container. "
                     f"Subcommands: {SUBCOMMANDS} (see `docker-vxlan-plugin SUBCOMMAND -h`).")
+    _add_daemon_flags(parser)
+    return parser
+
+
+def _add_daemon_flags(parser):
     parser.add_argument("-d", "--debug", action="store_true", help="debug output")
     parser.add_argument("-scope", "--scope", choices=("local", "global"), default="local",
                         help="scope the driver reports to Docker (default: local)")
@@ -58,7 +63,6 @@ def serve_parser():
     parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
                         metavar="SECONDS", help="kill an ip/bridge command that runs longer "
                         f"and fail the request (default: {COMMAND_TIMEOUT:g})")
-    return parser
 
 
 def explain_parser():
@@ -89,11 +93,9 @@ def status_parser():
                     "difference (drift) between what its records and Docker say should "
                     "exist and what the kernel has, each with the command that would repair "
                     "it. Changes nothing; works whether the plugin runs or not. Run it where "
-                    "the plugin runs (its network namespace), with its --state-dir and "
-                    "-vtepdev.")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
-                        help=f"the plugin's state directory (default: {DEFAULT_STATE_DIR})")
-    _add_vtepdev(parser)
+                    "the plugin runs (its network namespace), with the plugin's flags: it "
+                    "takes them all, and uses --state-dir and -vtepdev.")
+    _add_daemon_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 if there is drift (for monitoring)")
