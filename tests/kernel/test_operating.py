@@ -235,8 +235,8 @@ def shipped_logrotate(plugin):
     """scripts/logrotate/docker-vxlan-plugin, for the test's audit log and plugin."""
     with open(os.path.join(REPO, "scripts", "logrotate", "docker-vxlan-plugin")) as f:
         text = f.read()
-    return (text.replace("/var/log/docker-vxlan-plugin/audit.jsonl", plugin.audit_log)
-            .replace("systemctl kill --signal=HUP docker-vxlan-plugin.service",
+    return (text.replace("/var/log/docker-vxlan-plugin/*.jsonl", plugin.audit_log)
+            .replace("systemctl kill --kill-whom=main --signal=HUP docker-vxlan-plugin.service",
                      f"kill -HUP {plugin.process.pid}"))
 
 
