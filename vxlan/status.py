@@ -28,16 +28,20 @@ DOCKER_THREADS = 4  # `docker inspect`s at once: one per container adds up at 10
 
 def survey(state_dir, ip, docker, vtepdev=None):
     """The report (a dict, as `status --json` prints it)."""
-    report = Survey(ip, docker, vtepdev).run(*read_records(state_dir))
-    return {"state_dir": state_dir if os.path.isdir(state_dir) else f"{state_dir} (missing)",
-            **report}
+    try:
+        records, state = read_records(state_dir), state_dir
+    except OSError as error:
+        records, state = ({}, {}), f"{state_dir} (cannot be read: {error.strerror})"
+    if not os.path.isdir(state_dir):
+        state = f"{state_dir} (missing)"
+    return {"state_dir": state, **Survey(ip, docker, vtepdev).run(*records)}
 
 
 def read_records(state_dir):
     """({network ID: record}, {endpoint ID: record}) from the plugin's state
     directory, touching nothing there (the plugin may be writing)."""
-    if not all(os.path.isdir(os.path.join(state_dir, kind)) for kind in KINDS):
-        return {}, {}
+    if not os.path.isdir(state_dir) or not set(KINDS) <= set(os.listdir(state_dir)):
+        return {}, {}  # (StateStore would make the folders)
     store = StateStore(state_dir)
     return tuple(store.load_all(kind, tidy=False) for kind in KINDS)
 
@@ -220,9 +224,15 @@ class Survey:
                       [cmd.link_delete(endpoint.link)] if host_link else [])
         if not pid:
             return found
-        interface = next((i for i in self.interfaces.get(pid) or []
-                          if i.get("address", "").lower() == mac.lower()), None)
         where = f"container {container_name} on {network_name or network.id[:12]}"
+        listing = self.interfaces.get(pid)
+        if listing is None:  # a namespace lists at least its loopback
+            self._add(network.id, endpoint_id, f"{where}: its network namespace "
+                      f"{found['netns']} could not be entered (status needs root; or the "
+                      "container stopped meanwhile)", [])
+            return found
+        interface = next((i for i in listing if i.get("address", "").lower() == mac.lower()),
+                         None)
         if interface is None:
             self._add(network.id, endpoint_id, f"{where} has no interface with MAC {mac} (its "
                       f"macvlan on {network.link} is gone)", restart)

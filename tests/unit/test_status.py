@@ -2,11 +2,13 @@
 `ip -d -j link show` reports (real output of kernel 6.x), the output of the
 per-container listing, and which interface in a container is the plugin's."""
 
+import json
+
 import pytest
 
 from vxlan import commands as cmd
 from vxlan.options import OPTIONS, parse_options
-from vxlan.status import _is_macvlan_on, table
+from vxlan.status import _is_macvlan_on, survey, table
 
 # `ip -d -j link show` of a vxlan made with
 #   ip link add vx_a mtu 1400 txqueuelen 500 address 02:42:0a:00:00:09 type vxlan id 42
@@ -124,3 +126,49 @@ def test_the_table_lists_networks_containers_and_repairs():
                                 "02:42:0a:2a:00:01", "eth0", "10.42.0.1/24", "1450", "yes"]
     assert lines[-2:] == ["  vxlan vx_c4ef79f90aa7 is down",
                           "    repair: ip link set dev vx_c4ef79f90aa7 up"]
+
+
+class OneContainer:
+    """Docker as `status` asks it, with one running container (PID 4242) on one network."""
+
+    def __init__(self, network_id, endpoint_id):
+        self.network = {"Name": "vxlan42", "Containers": {"c" * 64: {
+            "Name": "c1", "EndpointID": endpoint_id, "MacAddress": "02:42:0a:2a:00:01"}}}
+        self.network_id = network_id
+
+    def network_if_known(self, network_id):
+        return self.network if network_id == self.network_id else None
+
+    def container_if_known(self, container_id):
+        return {"Name": "/c1", "State": {"Running": True, "Pid": 4242}}
+
+
+class Kernel:
+    """The kernel's answers: no links here, and nothing from the container's namespace."""
+
+    def links(self, kind=None):
+        return []
+
+    def run(self, argv):
+        return "#4242\n"  # what in_each_netns prints when nsenter fails
+
+
+def test_a_namespace_that_cannot_be_entered_is_said_not_taken_for_a_lost_interface(tmp_path):
+    network_id, endpoint_id = "a" * 64, "e" * 64
+    report = survey(str(tmp_path / "none"), Kernel(), OneContainer(network_id, endpoint_id))
+    assert report["state_dir"] == str(tmp_path / "none") + " (missing)"
+    # no record of the network: its endpoints are not looked at, nothing to say
+    assert report["networks"] == [] and report["drift"] == []
+
+    (tmp_path / "state" / "networks").mkdir(parents=True)
+    (tmp_path / "state" / "endpoints").mkdir()
+    (tmp_path / "state" / "networks" / f"{network_id}.json").write_text(json.dumps(
+        {"id": network_id, "options": {"VxlanId": "42"}}))
+    (tmp_path / "state" / "endpoints" / f"{endpoint_id}.json").write_text(json.dumps(
+        {"id": endpoint_id, "network": network_id, "mac": "02:42:0a:2a:00:01"}))
+    report = survey(str(tmp_path / "state"), Kernel(), OneContainer(network_id, endpoint_id))
+    assert [item["what"] for item in report["drift"]] == [
+        f"network vxlan42: its vxlan vx_{network_id[:12]} is missing (deleted by hand?); the "
+        "containers' interfaces on it went with it",
+        "container c1 on vxlan42: its network namespace /proc/4242/ns/net could not be entered "
+        "(status needs root; or the container stopped meanwhile)"]
