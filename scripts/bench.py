@@ -4,8 +4,8 @@ driver on a hand-made vxlan parent (the reference), in a lab of two Docker
 hosts (scripts/lab.py).  Run it through scripts/bench.sh, which installs what
 it needs first.
 
-    scripts/bench.sh [--out FILE] [--only start,parallel,dataplane,rpc,scale,image]
-                     [--runs N] [--profile DIR]
+    scripts/bench.sh [--out FILE] [--only start,parallel,dataplane,rpc,scale,image,status]
+                     [--runs N] [--profile DIR] [--status-containers N]
 
 What it measures (and the bar each figure is held to):
   start      `docker run --rm busybox-local true`, plugin vs reference,
@@ -29,6 +29,9 @@ What it measures (and the bar each figure is held to):
              from `docker plugin enable` to the first answer on the plugin's
              socket (10 rounds), and the plugin's VmRSS in its container, idle
              and with a container on one of its networks
+  status     `docker-vxlan-plugin status` on a host with 1000 running containers
+             (10 networks x 100, real `docker run`): its wall time, with and
+             without Docker to ask (bar: <= 30 s with), naming every container
 
 The plugin's network and the reference use the same vxlan options, but not the
 same VNI: one host cannot hold two vxlans with one VNI and port.  Everything
@@ -61,7 +64,7 @@ sys.path.insert(0, str(REPO))
 from tests import rpc  # noqa: E402  (the socket client the kernel tests use)
 from vxlan.commands import kind_of  # noqa: E402
 
-SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale", "image")
+SECTIONS = ("start", "parallel", "dataplane", "rpc", "scale", "image", "status")
 IMAGE = lablib.IMAGE
 PLUGIN = "vxlan"
 REFERENCE = "macvlan"
@@ -87,6 +90,7 @@ BARS = {
     "join_p50_ms": ("<=", 10.0),
     "scale_join_ratio": ("<=", 1.5),
     "scale_rss_mib": ("<=", 60.0),
+    "status_s": ("<=", 30.0),
     "throughput_ratio": (">=", 0.97),
     "rtt_ratio": ("<=", 1.05),
     "image_mb": ("<=", 60.0),
@@ -693,6 +697,53 @@ class Bench:
             list(pool.map(delete_network, networks))
         return time.perf_counter() - started, count_links(host)
 
+    # -- 5. status ------------------------------------------------------------------------------
+
+    def bench_status(self):
+        """`status` against real containers: started 8 at a time, 10 networks, then
+        `status --json` 3 times with Docker and 3 times without (what the state
+        directory and the kernel alone cost)."""
+        host, total, networks = self.h1, self.args.status_containers, 10
+        names = [(f"st{n}", f"st{n}c{i}") for n in range(networks)
+                 for i in range(total // networks)]
+        try:
+            for n in range(networks):
+                host.docker("network", "create", "-d", PLUGIN, "-o", f"VxlanId={6000 + n}",
+                            "-o", f"Group={RPC_GROUP}", "--subnet", f"10.{150 + n}.0.0/22",
+                            f"st{n}")
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                start_s, _ = timed(list, pool.map(lambda pair: host.docker(
+                    "run", "-d", "--net", pair[0], "--name", pair[1], IMAGE, "sleep", "1d",
+                    timeout=300), names))
+            with_docker = [self._status(host, host.docker_host) for _ in range(3)]
+            without = [self._status(host, "unix:///nonexistent.sock") for _ in range(3)]
+        finally:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda n: remove_containers(host, f"st{n}"), range(networks)))
+            for n in range(networks):
+                host.docker("network", "rm", f"st{n}", check=False)
+        report = with_docker[-1][1]
+        named = {e["container"]["name"] for net in report["networks"]
+                 for e in net["endpoints"] if e["container"] and e["handed_over"]}
+        seconds = statistics.median(s for s, _ in with_docker)
+        figures = {
+            "containers": len(names), "networks": networks, "start_s": round(start_s, 1),
+            "status_s": [round(s, 2) for s, _ in with_docker],
+            "status_without_docker_s": [round(s, 2) for s, _ in without],
+            "named_and_handed_over": len(named & {name for _, name in names}),
+            "drift": len(report["drift"]), "docker": report["docker"],
+        }
+        figures["met"] = (meets("status_s", seconds) and figures["drift"] == 0
+                          and figures["named_and_handed_over"] == len(names))
+        self.results["status"] = figures
+
+    def _status(self, host, docker_host):
+        """(seconds, report) of one `status --json` in the host, as an admin runs it."""
+        seconds, done = timed(host.run_in_ns, [
+            "env", f"DOCKER_HOST={docker_host}", self.lab.python, "-m", "vxlan", "status",
+            "--state-dir", host.plugin_state_dir, *PLUGIN_ARGS, "--json"], timeout=300)
+        return seconds, json.loads(done.stdout)
+
     # -- report ---------------------------------------------------------------------------------
 
     # -- 6. the image -------------------------------------------------------------------------
@@ -910,6 +961,14 @@ def table(results):
                     f"{idle['VmRSS']:.1f} MiB idle ({idle['RssAnon']:.1f} anonymous, "
                     f"{idle['RssFile']:.1f} file), {busy['VmRSS']:.1f} MiB with a container "
                     f"on one of its networks"]
+    if "status" in results:
+        f = results["status"]
+        out += ["", f"`docker-vxlan-plugin status` with {f['containers']} containers on "
+                    f"{f['networks']} networks: {', '.join(map(str, f['status_s']))} s "
+                    f"(bar {bar('status_s')} s: {mark(f['met'])}); without Docker to ask "
+                    f"{', '.join(map(str, f['status_without_docker_s']))} s; named and "
+                    f"handed over: {f['named_and_handed_over']}, drift: {f['drift']}; "
+                    f"starting the containers took {f['start_s']} s"]
     return "\n".join(out)
 
 
@@ -927,6 +986,8 @@ def main(argv=None):
                         help="container starts per driver and variant (default: 20)")
     parser.add_argument("--parallel", type=int, default=50,
                         help="containers started at once (default: 50)")
+    parser.add_argument("--status-containers", type=int, default=1000,
+                        help="running containers for the status section (default: 1000)")
     parser.add_argument("--profile", metavar="DIR",
                         help="also sample the plugin with py-spy during extra RPC cycles")
     args = parser.parse_args(argv)

@@ -9,7 +9,8 @@
 #   scripts/install.sh --test   also what the tests need: docker.io (and docker-cli,
 #                               its CLI from Debian 13 on), busybox-static, iptables,
 #                               iperf3, iputils-ping (ping -M do), debootstrap,
-#                               systemd (systemd-socket-activate, systemd-analyze), and
+#                               systemd (systemd-socket-activate, systemd-analyze),
+#                               logrotate (the audit log's rotation), and
 #                               requirements-test.lock in the venv
 #                               (same as INSTALL_TEST=1). Where Docker's own packages
 #                               (docker-ce, containerd.io) are installed, it uses
@@ -55,7 +56,8 @@ apt_install() {
 }
 
 packages=(iproute2 python3 python3-venv python3-pip)
-[ "$with_test" = 1 ] && packages+=(busybox-static iptables iperf3 iputils-ping debootstrap systemd)
+[ "$with_test" = 1 ] && packages+=(busybox-static iptables iperf3 iputils-ping debootstrap systemd
+                                     logrotate)
 
 # The tests' Docker engine: Debian's docker.io, unless Docker's own packages
 # are installed: docker.io would replace them (they conflict), so use theirs.

@@ -13,10 +13,15 @@ import datetime
 import json
 import logging
 import logging.handlers
+import os
+import shlex
 import sys
+
+from . import commands as cmd
 
 request_context = contextvars.ContextVar("request_context", default={})
 log = logging.getLogger("vxlan.commands")
+MAY_HAVE_RUN = "may have run"  # ends the status of each command of a killed batch
 
 
 def started(command, batch=None, cause=None):
@@ -62,13 +67,17 @@ class AuditFileHandler(logging.handlers.WatchedFileHandler):
     Rename-and-create (logrotate's default): the file is reopened by name at the
     next record, as WatchedFileHandler does, and `reopen()` (on SIGHUP) does it
     at once. copytruncate: the file is opened for appending, so writes go to the
-    new end after a truncation. A failed write (disk full) is reported on
-    stderr and never fails the command it describes."""
+    new end after a truncation. Each record is one write(2) of a whole line; a
+    failed write (disk full) leaves no part of its line in the file, is reported
+    on stderr, and never fails the command it describes."""
 
     def __init__(self, path):
-        super().__init__(path, mode="a", encoding="utf-8")
+        super().__init__(path)
         self.addFilter(lambda record: hasattr(record, "audit"))
         self.failures = 0
+
+    def _open(self):
+        return open(self.baseFilename, "ab", buffering=0)
 
     def format(self, record):
         now = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
@@ -77,9 +86,23 @@ class AuditFileHandler(logging.handlers.WatchedFileHandler):
 
     def emit(self, record):
         try:
-            super().emit(record)  # a failed reopen raises here, outside its own guard
+            self.reopenIfNeeded()
+            self._append((self.format(record) + "\n").encode())
         except Exception:
             self.handleError(record)
+
+    def _append(self, line):
+        """Appends the whole line, or nothing: a write cut short is taken back."""
+        fd = self.stream.fileno()
+        end = os.fstat(fd).st_size
+        try:
+            rest = memoryview(line)
+            while rest:  # a short write is followed by one that says why (ENOSPC)
+                rest = rest[os.write(fd, rest):]
+        except OSError:
+            if os.fstat(fd).st_size > end:
+                os.ftruncate(fd, end)
+            raise
 
     def reopen(self):
         """Closes the file and opens it again by name (after a rotation)."""
@@ -110,3 +133,27 @@ def open_audit_file(path):
     log.addHandler(handler)
     log.setLevel(logging.INFO)  # every command reaches the file, whatever the root level
     return handler
+
+
+def replayable(lines):
+    """(commands, doubtful) from the lines of an audit file: the argv of every
+    command that finished "ok" and changed the host (no query), in the order
+    they finished; and the commands that may or may not have run."""
+    commands, doubtful = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record.get("event") != "result":
+                continue
+            argv = shlex.split(record["cmd"])
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"line {number} is not an audit record: {error}") from None
+        if cmd.is_query(argv):
+            continue
+        if record.get("status") == "ok":
+            commands.append(argv)
+        elif str(record.get("status", "")).endswith(MAY_HAVE_RUN):
+            doubtful.append(record["cmd"])
+    return commands, doubtful

@@ -1,13 +1,17 @@
 """The `docker-vxlan-plugin` command: flags, logging, and the subcommands
-`explain` (the commands a network would run, running nothing) and `options`
-(the option table).
+`explain` (the commands a network would run, running nothing), `options` (the
+option table), `status` (what is on this host, and drift) and `replay` (the
+commands of an audit log, run again).
 
 The daemon flags keep the Go original's spelling (-d, -scope, -vtepdev) and
 also take the usual --debug, --scope, --vtepdev.
 """
 
 import argparse
+import json
 import logging
+import os
+import signal
 import sys
 
 from .errors import PluginError
@@ -18,6 +22,7 @@ DEFAULT_SOCKET = "/run/docker/plugins/vxlan.sock"
 DEFAULT_STATE_DIR = "/var/lib/docker-vxlan-plugin"
 EXAMPLE_NETWORK_ID = "4e7d0c1f2b3a" + "0" * 52
 EXAMPLE_ENDPOINT_IDS = ("5a1b2c3" + "0" * 57, "6d4e5f6" + "0" * 57)
+SUBCOMMANDS = "explain, options, status, replay"
 
 
 def _interface_name(text):
@@ -37,7 +42,12 @@ def serve_parser():
     parser = argparse.ArgumentParser(
         prog="docker-vxlan-plugin",
         description="Docker network driver: one VXLAN per network, a macvlan per container. "
-                    "Subcommands: explain, options (see `docker-vxlan-plugin explain -h`).")
+                    f"Subcommands: {SUBCOMMANDS} (see `docker-vxlan-plugin SUBCOMMAND -h`).")
+    _add_daemon_flags(parser)
+    return parser
+
+
+def _add_daemon_flags(parser):
     parser.add_argument("-d", "--debug", action="store_true", help="debug output")
     parser.add_argument("-scope", "--scope", choices=("local", "global"), default="local",
                         help="scope the driver reports to Docker (default: local)")
@@ -53,7 +63,6 @@ def serve_parser():
     parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
                         metavar="SECONDS", help="kill an ip/bridge command that runs longer "
                         f"and fail the request (default: {COMMAND_TIMEOUT:g})")
-    return parser
 
 
 def explain_parser():
@@ -68,6 +77,41 @@ def explain_parser():
     _add_vtepdev(parser)
     parser.add_argument("--network-id", default=EXAMPLE_NETWORK_ID,
                         help="the network ID to name links after (default: an example)")
+    parser.add_argument("--endpoint-id", action="append", default=[], metavar="ID",
+                        help="the endpoint ID of the first container, then of a further one "
+                             "(default: examples)")
+    parser.add_argument("--address", action="append", default=[], metavar="IPV4",
+                        help="the first, then the further container's address, which the MAC "
+                             "is made from, as the plugin does (default: a MAC from the ID)")
+    return parser
+
+
+def status_parser():
+    parser = argparse.ArgumentParser(
+        prog="docker-vxlan-plugin status",
+        description="Show the plugin's networks and containers on this host, and every "
+                    "difference (drift) between what its records and Docker say should "
+                    "exist and what the kernel has, each with the command that would repair "
+                    "it. Changes nothing; works whether the plugin runs or not. Run it where "
+                    "the plugin runs (its network namespace), with the plugin's flags: it "
+                    "takes them all, and uses --state-dir and -vtepdev.")
+    _add_daemon_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 if there is drift (for monitoring)")
+    return parser
+
+
+def replay_parser():
+    parser = argparse.ArgumentParser(
+        prog="docker-vxlan-plugin replay",
+        description="Run again, here, every command of an audit log (--audit-log) that "
+                    "succeeded and changed the host, in the order they finished: rebuilds "
+                    "the links of that run, e.g. in a fresh network namespace. Stops at the "
+                    "first command that fails.")
+    parser.add_argument("audit_log", metavar="AUDIT-LOG", help="a JSON Lines audit log")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands instead of running them")
     return parser
 
 
@@ -105,19 +149,26 @@ def main(argv=None):
     if argv[:1] == ["options"]:
         print(options_table_markdown())
         return 0
-    if argv[:1] == ["explain"]:
-        return explain_main(argv[1:])
+    subcommands = {"explain": explain_main, "status": status_main, "replay": replay_main}
+    if argv[:1] and argv[0] in subcommands:
+        try:
+            return subcommands[argv[0]](argv[1:])
+        except BrokenPipeError:  # the reader has had enough (`status | head`): end quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)
     _patch_for_gevent()
+    import gevent
+
     from .dockerapi import DockerLookup
     from .driver import Driver
     from .runner import Ip
     from .state import StateStore
     from . import api, auditlog, recovery, server
 
-    if args.audit_log:
-        auditlog.open_audit_file(args.audit_log)
+    audit_file = auditlog.open_audit_file(args.audit_log) if args.audit_log else None
+    gevent.signal_handler(signal.SIGHUP, _reopen_audit_file, audit_file)
     docker = DockerLookup()
     ip = Ip(args.command_timeout)
     try:
@@ -135,6 +186,16 @@ def main(argv=None):
     return 0
 
 
+def _reopen_audit_file(audit_file):
+    """SIGHUP, as after a log rotation: reopen the audit log (never stop)."""
+    log = logging.getLogger("vxlan.cli")
+    if audit_file is None:
+        log.info("SIGHUP: no audit log to reopen")
+        return
+    log.info("SIGHUP: reopening the audit log %s", audit_file.baseFilename)
+    audit_file.reopen()
+
+
 def explain_main(argv):
     args = explain_parser().parse_args(argv)
     setup_logging(False)
@@ -150,9 +211,15 @@ def explain_main(argv):
             print(f"explain: -o {item!r}: expected KEY=VALUE", file=sys.stderr)
             return 2
         raw[key] = value
+    if len(args.endpoint_id) > 2 or len(args.address) > 2:
+        print("explain: --endpoint-id and --address: at most two each (the first and a "
+              "further container)", file=sys.stderr)
+        return 2
+    endpoint_ids = args.endpoint_id + list(EXAMPLE_ENDPOINT_IDS[len(args.endpoint_id):])
+    addresses = args.address + [None] * (2 - len(args.address))
     try:
         steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
-                        EXAMPLE_ENDPOINT_IDS)
+                        list(zip(endpoint_ids, addresses)))
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)
         return 1
@@ -160,4 +227,56 @@ def explain_main(argv):
         print(f"# {step}")
         for argv in commands:
             print(shlex.join(argv))
+    return 0
+
+
+def status_main(argv):
+    args = status_parser().parse_args(argv)
+    setup_logging(False)
+    logging.getLogger("vxlan.commands").setLevel(logging.WARNING)  # stdout is the answer
+    from .dockerapi import DockerLookup
+    from .runner import Ip
+    from . import status
+
+    ip = Ip()
+    try:
+        report = status.survey(args.state_dir, ip, DockerLookup(), args.vtepdev)
+    except PluginError as error:
+        print(f"status: {error}", file=sys.stderr)
+        return 2
+    finally:
+        ip.close()
+    print(json.dumps(report, indent=1) if args.json else status.table(report))
+    return 1 if args.check and report["drift"] else 0
+
+
+def replay_main(argv):
+    args = replay_parser().parse_args(argv)
+    setup_logging(False)
+    from .auditlog import replayable
+    from .runner import Ip
+    import shlex
+
+    try:
+        with open(args.audit_log) as f:
+            commands, skipped = replayable(f)
+    except (OSError, ValueError) as error:
+        print(f"replay: {args.audit_log}: {error}", file=sys.stderr)
+        return 2
+    for line in skipped:
+        print(f"replay: skipping a command that may or may not have run: {line}",
+              file=sys.stderr)
+    if args.dry_run:
+        print("\n".join(shlex.join(argv) for argv in commands))
+        return 0
+    ip = Ip()
+    try:
+        for command in commands:
+            # one process each: a batch would keep link indexes across a delete and re-add
+            ip.run(command)
+    except PluginError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        ip.close()
     return 0

@@ -91,3 +91,24 @@ class DockerLookup:
                 if not entry.get("Gateway") else entry for entry in ipam["Config"]]
             return {**info, "IPAM": ipam}
         return info
+
+    # --- for `docker-vxlan-plugin status` -------------------------------------------
+
+    def network_if_known(self, network_id):
+        """Docker's record of one network (`docker network inspect`), or None if
+        Docker does not know it."""
+        return self._inspect("network", network_id)
+
+    def container_if_known(self, container_id):
+        """Docker's record of one container (`docker inspect`), or None if it is gone."""
+        return self._inspect("container", container_id)
+
+    def _inspect(self, kind, key):
+        """The SDK's inspect_network or inspect_container of KEY; None if not found."""
+        try:
+            return getattr(self._api(), f"inspect_{kind}")(key)
+        except docker.errors.NotFound:
+            return None
+        except Exception as error:  # the SDK raises requests', urllib3's and its own
+            raise DockerLookupError(f"could not ask Docker about {kind} {key[:12]}: "
+                                    f"{error}") from None

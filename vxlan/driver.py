@@ -515,16 +515,23 @@ def is_go_original_link(link, network, any_port=False):
 
 def join_commands(network, endpoint, new_vxlan):
     """Join: the endpoint's macvlan, after the network's vxlan if it is new here."""
-    options = network.options
-    vxlan = []
-    if new_vxlan:
-        # One Peers list can serve every host: a host does not flood to itself.
-        remote_peers = underlay.remote(options.peers)
-        vxlan = ([cmd.vxlan_add(network.link, options.ip_args("link") + _derived_mtu(options),
-                                options.ip_args("vxlan")),
-                  cmd.mark_owned(network.link, network.id, up=True)] +
-                 [cmd.fdb_append_flood(network.link, peer) for peer in remote_peers])
+    vxlan = vxlan_commands(network) if new_vxlan else []
     return vxlan + [cmd.macvlan_add(endpoint.link, network.link, endpoint.mac)]
+
+
+def vxlan_commands(network):
+    """The network's vxlan, up and marked as ours, with its flood entries."""
+    options = network.options
+    return ([cmd.vxlan_add(network.link, options.ip_args("link") + _derived_mtu(options),
+                           options.ip_args("vxlan")),
+             cmd.mark_owned(network.link, network.id, up=True)] +
+            [cmd.fdb_append_flood(network.link, peer) for peer in remote_peers(network)])
+
+
+def remote_peers(network):
+    """The network's Peers but this host's own: one Peers list can serve every
+    host, and a host does not flood to itself."""
+    return underlay.remote(network.options.peers)
 
 
 def delete_endpoint_commands(network, endpoint, last):
@@ -532,11 +539,14 @@ def delete_endpoint_commands(network, endpoint, last):
     return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
 
 
-def explain(raw_options, vtepdev, links, network_id, endpoint_ids):
-    """[(step, commands)] the plugin would run for such a network on this host."""
+def explain(raw_options, vtepdev, links, network_id, endpoints):
+    """[(step, commands)] the plugin would run for such a network on this host.
+    ENDPOINTS: (ID, IPv4 address or None) of the first and a further container."""
     network = Network(network_id, parse_options(raw_options, vtepdev))
     check_host(network, links, [])
-    first, second = (Endpoint(e, network_id, _choose_mac(e, {})) for e in endpoint_ids)
+    first, second = (Endpoint(endpoint_id, network_id,
+                              _choose_mac(endpoint_id, {"Address": address} if address else {}))
+                     for endpoint_id, address in endpoints)
     return [
         ("docker network create: nothing runs; the options are checked and kept", []),
         ("first container on this host (Join)", join_commands(network, first, True)),

@@ -1,7 +1,8 @@
 """The only module that runs `ip` and `bridge` (through sh), with a timeout on
 every command, logging each one in the command log (auditlog.py).
 
-Commands are argv lists whose first word is "ip" or "bridge" (commands.py).
+Commands are argv lists whose first word is "ip" or "bridge" (commands.py),
+or, for `status`, a shell that runs `ip` in containers' namespaces.
 Commands that change the host are fed as lines to a `TOOL -batch -` process,
 several of one request to one process (one fork instead of several); the log
 still shows each as its own command, exactly as `TOOL LINE` would run it.
@@ -140,8 +141,8 @@ class Ip:
         killed = code < 0 and code != NOT_STARTED
         for index, (line, batch) in enumerate(zip(lines, batches)):
             if killed:
-                auditlog.finished(line, batch, f"{_status(code)}, may have run", duration,
-                                  stderr)
+                auditlog.finished(line, batch, f"{_status(code)}, {auditlog.MAY_HAVE_RUN}",
+                                  duration, stderr)
             elif failed_index is None or index < failed_index:
                 auditlog.finished(line, batch, "ok", duration)
             elif index == failed_index:

@@ -52,14 +52,17 @@ class StateStore:
         except FileNotFoundError:
             pass
 
-    def load_all(self, kind):
-        """The records of one kind (Loaded): every readable one, and which were not."""
+    def load_all(self, kind, tidy=True):
+        """The records of one kind (Loaded): every readable one, and which were
+        not. `tidy`: remove what interrupted saves left (only the plugin itself
+        may: a reader such as `status` could take away a save in progress)."""
         loaded = Loaded({}, {}, [])
         folder = os.path.join(self.root, kind)
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             if name.startswith(".tmp-"):
-                os.unlink(path)  # an interrupted save; the old record (if any) stands
+                if tidy:
+                    os.unlink(path)  # an interrupted save; the old record (if any) stands
                 continue
             match = _RECORD_FILE.match(name)
             if not match:

@@ -23,6 +23,13 @@ from tests import rpc
 from tests.rpc import endpoint_request, network_request, new_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# every option, none at its default (vxall on eth0, 192.0.2.1)
+EVERY_OPTION = {"VxlanId": "0x2a", "vxlanName": "vxall", "vxlanMTU": "1400",
+                "vxlanHardwareAddr": "02:00:00:00:00:42", "vxlanTxQLen": "500",
+                "SrcAddr": "192.0.2.1", "Group": "239.1.1.1", "TTL": "16", "TOS": "16",
+                "Learning": "false", "Proxy": "true", "RSC": "yes", "L2miss": "on",
+                "L3miss": "1", "GBP": "true", "Age": "600", "Limit": "100",
+                "PortLow": "40000", "PortHigh": "50000", "Port": "4790"}
 
 
 def sh(*argv, check=True):

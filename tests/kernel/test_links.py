@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.kernel.conftest import (Plugin, create_and_join, endpoint_request, join,
-                                   network_request, new_id)
+from tests.kernel.conftest import (EVERY_OPTION, Plugin, create_and_join, endpoint_request,
+                                   join, network_request, new_id)
 
 
 def vxlan_data(link):
@@ -16,13 +16,7 @@ def vxlan_data(link):
 
 
 def test_every_option_lands_on_the_vxlan(plugin, netns):
-    options = {"VxlanId": "0x2a", "vxlanName": "vxall", "vxlanMTU": "1400",
-               "vxlanHardwareAddr": "02:00:00:00:00:42", "vxlanTxQLen": "500",
-               "SrcAddr": "192.0.2.1", "Group": "239.1.1.1", "TTL": "16", "TOS": "16",
-               "Learning": "false", "Proxy": "true", "RSC": "yes", "L2miss": "on",
-               "L3miss": "1", "GBP": "true", "Age": "600", "Limit": "100",
-               "PortLow": "40000", "PortHigh": "50000", "Port": "4790"}
-    network_id, endpoint_id, created, joined = create_and_join(plugin, options)
+    network_id, endpoint_id, created, joined = create_and_join(plugin, EVERY_OPTION)
 
     link = netns.link("vxall")
     data = vxlan_data(link)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vxlan.cli import main, serve_parser
+from vxlan.cli import main, serve_parser, status_parser
 
 
 @pytest.mark.parametrize("argv", [
@@ -42,3 +42,17 @@ def test_options_subcommand_prints_the_table(capsys):
 def test_explain_refuses_malformed_option(capsys):
     assert main(["explain", "-o", "VxlanId"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_status_takes_the_daemons_command_line():
+    """`docker-vxlan-plugin status $DOCKER_VXLAN_PLUGIN_FLAGS` works as it is."""
+    args = status_parser().parse_args([
+        "-d", "-scope", "global", "-vtepdev", "eth0", "--socket", "/run/docker/plugins/v.sock",
+        "--state-dir", "/srv/vxlan", "--audit-log", "/var/log/vxlan.jsonl", "--check"])
+    assert (args.vtepdev, args.state_dir, args.check, args.json) == (
+        "eth0", "/srv/vxlan", True, False)
+
+
+def test_explain_takes_at_most_two_endpoints(capsys):
+    assert main(["explain", "-o", "VxlanId=42", *["--endpoint-id", "a1"] * 3]) == 2
+    assert "at most two each" in capsys.readouterr().err
