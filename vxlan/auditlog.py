@@ -29,13 +29,14 @@ def started(command, batch=None, cause=None):
 
 
 def finished(command, batch, status, duration, stderr="", cause=None):
-    """Logs a command's result: "ok", or why it failed or did not run."""
+    """Logs a command's result: "ok" (or "ok, ..." with a note), or why it
+    failed or did not run."""
     context = request_context.get()
     seconds = f"{duration * 1000:.1f} ms"
     record = dict(event="result", cmd=command, batch=batch, status=status,
                   duration_ms=round(duration * 1000, 2), stderr=stderr, cause=cause,
                   **context)
-    if status == "ok":
+    if status.startswith("ok"):
         log.info("ok  %s (%s)%s", command, seconds, _where(context, cause),
                  extra={"audit": record})
     else:

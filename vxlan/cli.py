@@ -53,6 +53,9 @@ def serve_parser():
     parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
                         metavar="SECONDS", help="kill an ip/bridge command that runs longer "
                         f"and fail the request (default: {COMMAND_TIMEOUT:g})")
+    parser.add_argument("--no-announce", dest="announce", action="store_false",
+                        help="do not announce a container's addresses on the VXLAN after "
+                             "Join (gratuitous ARP, unsolicited neighbour advertisements)")
     return parser
 
 
@@ -106,6 +109,7 @@ def main(argv=None):
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)
     _patch_for_gevent()
+    from .announce import Announcer, check_can_send
     from .dockerapi import DockerLookup
     from .driver import Driver
     from .runner import Ip
@@ -118,10 +122,12 @@ def main(argv=None):
     ip = Ip(args.command_timeout)
     try:
         ip.check_tools()
+        if args.announce:
+            check_can_send()
     except PluginError as error:
         raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
-                    vtepdev=args.vtepdev)
+                    vtepdev=args.vtepdev, announcer=Announcer() if args.announce else None)
     recovery.load(driver)
     recovery.reconcile_in_background(driver, docker)
     try:
@@ -135,6 +141,7 @@ def explain_main(argv):
     args = explain_parser().parse_args(argv)
     setup_logging(False)
     logging.getLogger("vxlan.commands").setLevel(logging.WARNING)  # stdout is the answer
+    from .announce import Announcer
     from .driver import explain
     from .runner import Ip
     import shlex
@@ -148,12 +155,12 @@ def explain_main(argv):
         raw[key] = value
     try:
         steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
-                        EXAMPLE_ENDPOINT_IDS)
+                        EXAMPLE_ENDPOINT_IDS, Announcer())
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)
         return 1
     for step, commands in steps:
         print(f"# {step}")
-        for argv in commands:
-            print(shlex.join(argv))
+        for command in commands:
+            print(command if isinstance(command, str) else shlex.join(command))
     return 0

@@ -29,7 +29,8 @@ def load(driver):
     for endpoint_id, record in driver.state.load_all("endpoints").items():
         try:
             driver.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
-                                                     record["mac"])
+                                                     record["mac"],
+                                                     tuple(record.get("addresses", ())))
         except (KeyError, TypeError) as error:
             log.error("ignoring endpoint %s in the state: %s", endpoint_id[:12], error)
     for link in driver.ip.links("vxlan"):

@@ -21,6 +21,8 @@ def test_defaults():
     assert args.socket == "/run/docker/plugins/vxlan.sock"
     assert args.state_dir == "/var/lib/docker-vxlan-plugin"
     assert args.command_timeout == 10
+    assert args.announce  # --no-announce turns it off
+    assert not serve_parser().parse_args(["--no-announce"]).announce
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -189,3 +189,67 @@ def test_reconcile_forgets_only_what_docker_dropped_before_this_start(driver, ip
     assert sorted(removed) == sorted([NET2, EP1])  # NET2 unknown to Docker; EP1 left NET
     assert set(driver.endpoints) == {EP2} and set(driver.networks) == {NET}
     assert ip.commands == ["ip link delete dev macvlan_1111111"]  # EP2 keeps the vxlan
+
+
+class RecordingAnnouncer:
+    """Stands in for announce.Announcer: records what Join asked to announce."""
+
+    def __init__(self):
+        self.asked = []
+
+    def announce(self, device, mac, addresses, still_wanted):
+        self.asked.append((device, mac, addresses, still_wanted))
+
+
+def test_join_announces_the_endpoints_addresses_on_its_vxlan(ip, tmp_path):
+    announcer = RecordingAnnouncer()
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                    announcer=announcer)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::5/64",
+                                      "MacAddress": ""})
+    assert announcer.asked == []  # not before Join: the macvlan does not exist yet
+    driver.join(NET, EP1)
+    [(device, mac, addresses, still_wanted)] = announcer.asked
+    assert (device, mac, addresses) == ("vx_aaaaaaaaaaaa", "02:42:0a:00:00:05",
+                                        ("10.0.0.5", "fd00::5"))
+    assert still_wanted()
+    driver.delete_endpoint(NET, EP1)
+    assert not still_wanted()  # a later round must not draw traffic to a gone endpoint
+
+
+def test_an_endpoint_made_anew_stops_the_old_announcement(ip, tmp_path):
+    announcer = RecordingAnnouncer()
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                    announcer=announcer)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    driver.join(NET, EP1)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.6/24"})
+    assert not announcer.asked[0][3]()
+
+
+def test_an_endpoint_without_addresses_is_not_announced(ip, tmp_path):
+    announcer = RecordingAnnouncer()
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                    announcer=announcer)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "", "AddressIPv6": "",
+                                      "MacAddress": "02:00:00:00:00:01"})
+    driver.join(NET, EP1)
+    assert announcer.asked == []
+
+
+def test_addresses_survive_a_restart_between_create_endpoint_and_join(driver, ip, tmp_path):
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::5/64"})
+    again = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
+    recovery.load(again)
+    assert again.endpoints[EP1].addresses == ("10.0.0.5", "fd00::5")
+
+
+def test_bad_ipv6_address_is_refused(driver):
+    create(driver)
+    with pytest.raises(PluginError, match="endpoint address 'fd00::zz/64' is not an IP address"):
+        driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::zz/64"})
+    assert EP1 not in driver.endpoints
