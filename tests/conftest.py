@@ -1,6 +1,6 @@
 """Shared fixtures: labs of Docker hosts in network namespaces (scripts/lab.py).
 
-lab1 / lab2 give a lab of 1 / 2 hosts (module-scoped), each with its own
+lab1 / lab2 / lab3 give a lab of 1 / 2 / 3 hosts (module-scoped), each with its own
 dockerd and the busybox-local:latest image; the lab is torn down after the
 module, whatever happened.  They skip only when not root; anything else that
 stops a lab from coming up is an error.
@@ -36,6 +36,12 @@ def lab1():
 def lab2():
     """A lab of two Docker hosts on one underlay: h1, h2 = lab2.hosts."""
     yield from _lab(2)
+
+
+@pytest.fixture(scope="module")
+def lab3():
+    """A lab of three Docker hosts on one underlay: h1, h2, h3 = lab3.hosts."""
+    yield from _lab(3)
 
 
 @pytest.fixture(scope="session")

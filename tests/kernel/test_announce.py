@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.kernel.conftest import Plugin, join, network_request, new_id, sh
+import lab  # scripts/lab.py
+from tests.kernel.conftest import REPO, Plugin, join, network_request, new_id, sh
 from tests.rpc import endpoint_request
 from tests.wait import wait_for
 from vxlan.announce import send
@@ -135,3 +136,30 @@ def test_sending_on_a_missing_device_is_an_error():
     with pytest.raises(OSError) as raised:
         send("dvk-nosuch", [announcement(MAC, ADDRESS)])
     assert raised.value.errno == errno.ENODEV
+
+
+def without_net_raw(netns, workdir, *flags):
+    """The plugin started in NETNS without CAP_NET_RAW (dropped from the bounding
+    set, so root's exec does not get it)."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, "setpriv", "--bounding-set", "-net_raw",
+         sys.executable, "-m", "vxlan", "--socket", f"{workdir}/vxlan.sock",
+         "--state-dir", f"{workdir}/state", "--vtepdev", "eth0", *flags],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+
+
+def test_without_cap_net_raw_the_plugin_says_so_unless_told_not_to_announce(netns, workdir):
+    refused = without_net_raw(netns, workdir)
+    _, stderr = refused.communicate(timeout=30)
+    assert refused.returncode == 1
+    assert stderr.strip().endswith(
+        "docker-vxlan-plugin: announcing addresses needs CAP_NET_RAW (to open a packet "
+        "socket): grant it, or start with --no-announce")
+    served = without_net_raw(netns, workdir, "--no-announce")
+    try:
+        wait_for(lambda: served.poll() is not None or lab.connects(f"{workdir}/vxlan.sock"),
+                 seconds=20, what="the plugin's socket")
+        assert served.poll() is None, served.communicate()
+    finally:
+        lab.stop_popen(served)
