@@ -201,11 +201,18 @@ class RecordingAnnouncer:
         self.asked.append((device, mac, addresses, still_wanted))
 
 
-def test_join_announces_the_endpoints_addresses_on_its_vxlan(ip, tmp_path):
+@pytest.fixture
+def announcing(ip, tmp_path):
+    """(driver, announcer): a driver that announces, with network NET created."""
     announcer = RecordingAnnouncer()
     driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
                     announcer=announcer)
     create(driver)
+    return driver, announcer
+
+
+def test_join_announces_the_endpoints_addresses_on_its_vxlan(announcing):
+    driver, announcer = announcing
     driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::5/64",
                                       "MacAddress": ""})
     assert announcer.asked == []  # not before Join: the macvlan does not exist yet
@@ -218,22 +225,16 @@ def test_join_announces_the_endpoints_addresses_on_its_vxlan(ip, tmp_path):
     assert not still_wanted()  # a later round must not draw traffic to a gone endpoint
 
 
-def test_an_endpoint_made_anew_stops_the_old_announcement(ip, tmp_path):
-    announcer = RecordingAnnouncer()
-    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
-                    announcer=announcer)
-    create(driver)
+def test_an_endpoint_made_anew_stops_the_old_announcement(announcing):
+    driver, announcer = announcing
     driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
     driver.join(NET, EP1)
     driver.create_endpoint(NET, EP1, {"Address": "10.0.0.6/24"})
     assert not announcer.asked[0][3]()
 
 
-def test_an_endpoint_without_addresses_is_not_announced(ip, tmp_path):
-    announcer = RecordingAnnouncer()
-    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
-                    announcer=announcer)
-    create(driver)
+def test_an_endpoint_without_addresses_is_not_announced(announcing):
+    driver, announcer = announcing
     driver.create_endpoint(NET, EP1, {"Address": "", "AddressIPv6": "",
                                       "MacAddress": "02:00:00:00:00:01"})
     driver.join(NET, EP1)
