@@ -18,13 +18,11 @@ send, and its result after the last.
 
 import contextvars
 import ipaddress
-import socket
 import time
 
 import gevent
 
-from . import auditlog
-from .errors import PluginError
+from . import auditlog, rawsocket
 from .packets import announcement
 
 # Seconds after the Join answer. The first frames go while Docker is still
@@ -74,24 +72,9 @@ class Announcer:
                 status = f"ok, stopped after {sent} of {len(self.delays)}: the endpoint is gone"
                 break
             try:
-                send(device, frames)
+                rawsocket.send(device, frames)
             except OSError as failure:
                 status, error = "failed", f"{failure.strerror or failure} (after {sent} sent)"
                 break
         auditlog.finished(line, None, status, time.monotonic() - started, error, cause=CAUSE)
 
-
-def send(device, frames):
-    """Sends each Ethernet frame, as it is, out of DEVICE."""
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # 0: receives nothing
-        for frame in frames:
-            sock.sendto(frame, (device, int.from_bytes(frame[12:14], "big")))
-
-
-def check_can_send():
-    """Raises PluginError unless this process may send raw frames (CAP_NET_RAW)."""
-    try:
-        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
-    except PermissionError:
-        raise PluginError("announcing addresses needs CAP_NET_RAW (to open a packet socket): "
-                          "grant it, or start with --no-announce") from None

@@ -56,7 +56,22 @@ def serve_parser():
     parser.add_argument("--no-announce", dest="announce", action="store_false",
                         help="do not announce a container's addresses on the VXLAN after "
                              "Join (gratuitous ARP, unsolicited neighbour advertisements)")
+    parser.add_argument("--probe-duplicates", type=_probe_wait, default=0, metavar="SECONDS",
+                        help="at Join, ask the VXLAN whether another host holds the "
+                             "container's address, wait SECONDS for an answer, and fail the "
+                             "Join if one comes (local scope; default: off)")
     return parser
+
+
+def _probe_wait(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not 0 < seconds <= 5:
+        raise argparse.ArgumentTypeError(
+            f"invalid wait {text!r}: expected seconds above 0 and at most 5, such as 0.2")
+    return seconds
 
 
 def explain_parser():
@@ -109,9 +124,11 @@ def main(argv=None):
     args = serve_parser().parse_args(argv)
     setup_logging(args.debug)
     _patch_for_gevent()
-    from .announce import Announcer, check_can_send
+    from .announce import Announcer
     from .dockerapi import DockerLookup
     from .driver import Driver
+    from .probe import DuplicateProbe
+    from .rawsocket import check_can_send
     from .runner import Ip
     from .state import StateStore
     from . import api, auditlog, recovery, server
@@ -122,12 +139,14 @@ def main(argv=None):
     ip = Ip(args.command_timeout)
     try:
         ip.check_tools()
-        if args.announce:
-            check_can_send()
+        if args.announce or args.probe_duplicates:
+            check_can_send("--no-announce, no --probe-duplicates")
     except PluginError as error:
         raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
-                    vtepdev=args.vtepdev, announcer=Announcer() if args.announce else None)
+                    vtepdev=args.vtepdev, announcer=Announcer() if args.announce else None,
+                    prober=DuplicateProbe(args.probe_duplicates) if args.probe_duplicates
+                    else None)
     recovery.load(driver)
     recovery.reconcile_in_background(driver, docker)
     try:

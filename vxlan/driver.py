@@ -5,8 +5,9 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
 
     CreateNetwork   validate and remember the options; nothing on the host yet
     CreateEndpoint  choose the container's MAC; remember the endpoint and its addresses
-    Join            first container here: create the vxlan; then its macvlan; after
-                    the answer, announce the container's addresses (announce.py)
+    Join            first container here: create the vxlan; then its macvlan; with
+                    --probe-duplicates, refuse an address another host answers for
+                    (probe.py); after the answer, announce the addresses (announce.py)
     Leave           nothing: Docker moves the macvlan back to the host itself
     DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
     DeleteNetwork   delete the vxlan if it is still there; forget the network
@@ -17,6 +18,7 @@ keeps the options in state.py because Join does not carry them.
 
 import hashlib
 import ipaddress
+import json
 import logging
 import socket
 from collections import defaultdict
@@ -66,13 +68,15 @@ class Endpoint:
 
 
 class Driver:
-    def __init__(self, ip, docker, state, scope="local", vtepdev=None, announcer=None):
+    def __init__(self, ip, docker, state, scope="local", vtepdev=None, announcer=None,
+                 prober=None):
         self.ip = ip
         self.docker = docker
         self.state = state
         self.scope = scope
         self.vtepdev = vtepdev
         self.announcer = announcer  # announce.Announcer, or None (--no-announce)
+        self.prober = prober  # probe.DuplicateProbe, or None (the default)
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
@@ -133,6 +137,8 @@ class Driver:
         endpoint = self._endpoint(endpoint_id)
         with self.network_locks[network_id]:
             self._create_links(network, endpoint)
+        if self.prober and self.scope == "local" and endpoint.addresses:
+            self._refuse_duplicates(network, endpoint)
         if self.announcer and endpoint.addresses:
             # in the background, once this answer is out: never on docker run's path
             self.announcer.announce(network.link, endpoint.mac, endpoint.addresses,
@@ -182,6 +188,23 @@ class Driver:
             if new_vxlan:
                 self.vxlans_here.add(network.id)
             return
+
+    def _refuse_duplicates(self, network, endpoint):
+        """Fails the Join, and deletes its links, if another host answers for
+        the endpoint's addresses (in local scope each host's IPAM hands out
+        addresses on its own)."""
+        holders = self.prober.holders(network.link, endpoint.addresses)
+        if not holders:
+            return
+        address, mac = next(iter(holders.items()))
+        fdb = json.loads(self.ip.run(cmd.fdb_show(network.link)) or "[]")
+        vtep = next((entry["dst"] for entry in fdb if entry.get("mac") == mac and "dst" in entry),
+                    None)
+        self.delete_endpoint(network.id, endpoint.id)
+        behind = f"behind VTEP {vtep}" if vtep else "behind a VTEP the vxlan did not learn"
+        raise PluginError(f"address {address} is already in use on this VXLAN: {mac} answered "
+                          f"for it, {behind}; give the hosts disjoint --ip-range slices, or "
+                          "remove the other container")
 
     def _adopt_existing_vxlan(self, network):
         """The vxlan's name is taken: adopt the link if it is this network's (ours

@@ -4,16 +4,19 @@ on h3, is removed from h1 and started again on h2 (or on h1 with another MAC),
 and the peer reaches it within 2 s, though the moved container only runs
 `sleep` and sends nothing itself. The plugin's announcements after Join do
 it; with --no-announce the peer's VXLAN and ARP cache stay as they were.
+With --probe-duplicates, an address another host holds fails docker run.
 
 Every host allocates from the whole subnet (no --ip-range) and every
 container here has a fixed address, so the addresses are valid on every
 engine and never collide."""
 
+import contextlib
 import json
 
 import pytest
 
 import demo  # scripts/demo.py
+from lab import IMAGE  # scripts/lab.py
 from tests.wait import wait_for
 
 SUBNET, SUBNET6 = "10.61.0.0/24", "fd61::/64"
@@ -30,18 +33,24 @@ def hosts(lab3):
     return lab3.hosts
 
 
-@pytest.fixture
-def hosts_without_announcements(hosts):
-    """The plugins restarted with --no-announce, and back to the default after."""
+@contextlib.contextmanager
+def plugins_started_with(hosts, *flags):
+    """The plugins restarted with FLAGS, and back to the default after."""
     for host in hosts:
         host.stop_plugin()
-        host.start_plugin(["--vtepdev", "eth0", "--no-announce"])
+        host.start_plugin(["--vtepdev", "eth0", *flags])
     try:
         yield hosts
     finally:
         for host in hosts:
             host.stop_plugin()
             host.start_plugin(["--vtepdev", "eth0"])
+
+
+@pytest.fixture
+def hosts_without_announcements(hosts):
+    with plugins_started_with(hosts, "--no-announce"):
+        yield hosts
 
 
 def group(host):
@@ -161,3 +170,19 @@ def test_without_announcements_the_peer_keeps_the_stale_entries(hosts_without_an
         assert vtep_of(h3, old_mac) == h1.underlay_ip
         assert not [r for r in target.audit_records()[logged[target]:]
                     if r["cmd"].startswith("announce ")]
+
+
+def test_an_address_another_host_holds_fails_docker_run(hosts):
+    h1, h2, h3 = hosts
+    with plugins_started_with(hosts, "--probe-duplicates", "0.2"), \
+            demo.network(hosts, "mv", SUBNET, group, split=False):
+        # no --ip-range: each host's IPAM hands out the subnet's first address
+        mac = start(h1, "first")
+        address = demo.network_field(h1, "first", "mv")
+        refused = h2.docker("run", "-d", "--name", "second", "--net", "mv", IMAGE,
+                            "sleep", "1d", check=False)
+        assert refused.returncode != 0
+        assert (f"address {address} is already in use on this VXLAN: {mac} answered for it, "
+                f"behind VTEP {h1.underlay_ip}") in refused.stderr, refused.stderr
+        assert demo.plugin_links(h2) == []  # the failed Join left nothing
+        start(h2, "third", "--ip", ADDRESS)  # a free address still joins

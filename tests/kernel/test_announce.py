@@ -15,7 +15,7 @@ import lab  # scripts/lab.py
 from tests.kernel.conftest import REPO, Plugin, join, network_request, new_id, sh
 from tests.rpc import endpoint_request
 from tests.wait import wait_for
-from vxlan.announce import send
+from vxlan.rawsocket import send
 from vxlan.packets import announcement
 
 VNI = "61"
@@ -71,13 +71,20 @@ def vtep_of(netns, mac):
     return next((entry.get("dst") for entry in fdb if entry["mac"] == mac), None)
 
 
-def create_and_join_dual_stack(plugin):
+def create_endpoint(plugin, address=ADDRESS, address6=ADDRESS6):
+    """A network of VNI 61 whose Peer is the far VTEP, and an endpoint on it
+    with these addresses: (network ID, endpoint ID, CreateEndpoint's answer)."""
     network_id, endpoint_id = new_id(), new_id()
     plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": VNI,
                                                             "Peers": "192.0.2.2"}))
-    body = endpoint_request(network_id, endpoint_id, ADDRESS + "/24")
-    body["Interface"]["AddressIPv6"] = ADDRESS6 + "/64"
-    assert plugin.ok("CreateEndpoint", body) == {"Interface": {"MacAddress": MAC}}
+    body = endpoint_request(network_id, endpoint_id, address and address + "/24")
+    body["Interface"]["AddressIPv6"] = address6 and address6 + "/64"
+    return network_id, endpoint_id, plugin.ok("CreateEndpoint", body)
+
+
+def create_and_join_dual_stack(plugin):
+    network_id, endpoint_id, answer = create_endpoint(plugin)
+    assert answer == {"Interface": {"MacAddress": MAC}}
     join(plugin, network_id, endpoint_id)
     return network_id, endpoint_id
 
@@ -154,8 +161,9 @@ def test_without_cap_net_raw_the_plugin_says_so_unless_told_not_to_announce(netn
     _, stderr = refused.communicate(timeout=30)
     assert refused.returncode == 1
     assert stderr.strip().endswith(
-        "docker-vxlan-plugin: announcing addresses needs CAP_NET_RAW (to open a packet "
-        "socket): grant it, or start with --no-announce")
+        "docker-vxlan-plugin: announcing and probing addresses need CAP_NET_RAW (to open a "
+        "packet socket): grant it, or start without them (--no-announce, no "
+        "--probe-duplicates)")
     served = without_net_raw(netns, workdir, "--no-announce")
     try:
         wait_for(lambda: served.poll() is not None or lab.connects(f"{workdir}/vxlan.sock"),
@@ -163,3 +171,50 @@ def test_without_cap_net_raw_the_plugin_says_so_unless_told_not_to_announce(netn
         assert served.poll() is None, served.communicate()
     finally:
         lab.stop_popen(served)
+
+
+# --- the duplicate probe (--probe-duplicates) -------------------------------------------
+
+@pytest.fixture
+def probing(netns, workdir):
+    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0", "--probe-duplicates", "0.3"]).start()
+    try:
+        yield plugin
+    finally:
+        plugin.stop()
+
+
+@pytest.mark.parametrize("address, address6, held", [
+    ("10.42.0.9", "", "10.42.0.9"),
+    ("10.42.0.3", "fd42::9", "fd42::9"),
+], ids=["ipv4", "ipv6"])
+def test_an_address_another_host_answers_for_fails_the_join(probing, netns, far_vtep,
+                                                            address, address6, held):
+    far_mac = json.loads(sh("ip", "-n", netns.peer, "-j", "link", "show", far_vtep).stdout)[0][
+        "address"]
+    network_id, endpoint_id, _ = create_endpoint(probing, address, address6)
+    status, answer = probing.call("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    assert status == 500
+    assert answer["Err"].startswith(
+        f"address {held} is already in use on this VXLAN: {far_mac} answered for it, "
+        "behind VTEP 192.0.2.2; give the hosts disjoint --ip-range slices")
+    assert netns.link_names() == {"lo", "eth0"}  # the Join's links are gone
+    [result] = [r for r in probing.audit() if r["event"] == "result"
+                and r["cmd"].startswith("probe ")]
+    assert result["rpc"] == "Join" and result["status"] == "failed"
+    assert f"{held} is held by {far_mac}" in result["stderr"]
+    # Docker deletes the endpoint of a failed Join: nothing left to do, no error
+    probing.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+
+
+def test_a_free_address_joins_after_the_probe(probing, netns, far_vtep):
+    network_id, endpoint_id, _ = create_endpoint(probing)
+    join(probing, network_id, endpoint_id)
+    vxlan = "vx_" + network_id[:12]
+    vxlan_mac = netns.link(vxlan)["address"]
+    [result] = [r for r in probing.audit() if r["event"] == "result"
+                and r["cmd"].startswith("probe ")]
+    assert result["cmd"] == (f"probe {ADDRESS} {ADDRESS6} from {vxlan_mac} on {vxlan} "
+                             "(ARP probe, DAD solicitation; waits 0.3 s for an answer)")
+    assert result["status"] == "ok" and result["duration_ms"] >= 300
+    assert "macvlan_" + endpoint_id[:7] in netns.link_names()

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from vxlan import announce, auditlog
+from vxlan import announce, auditlog, rawsocket
 from vxlan.announce import Announcer
 
 MAC = "02:42:0a:2a:00:02"
@@ -15,7 +15,7 @@ MAC = "02:42:0a:2a:00:02"
 @pytest.fixture
 def sent(monkeypatch):
     rounds = []
-    monkeypatch.setattr(announce, "send", lambda device, frames: rounds.append((device, frames)))
+    monkeypatch.setattr(rawsocket, "send", lambda device, frames: rounds.append((device, frames)))
     return rounds
 
 
@@ -53,7 +53,7 @@ def test_rounds_stop_once_the_endpoint_is_gone(sent, caplog):
 def test_a_failed_send_ends_the_rounds_and_is_logged_as_an_error(monkeypatch, caplog):
     def no_device(device, frames):
         raise OSError(errno.ENODEV, "No such device")
-    monkeypatch.setattr(announce, "send", no_device)
+    monkeypatch.setattr(rawsocket, "send", no_device)
     Announcer((0, 0.01)).announce("vx_gone", MAC, ("10.42.0.2",), lambda: True).join()
     [result] = results(caplog)
     assert result["status"] == "failed" and result["stderr"] == "No such device (after 0 sent)"

@@ -254,3 +254,41 @@ def test_bad_ipv6_address_is_refused(driver):
     with pytest.raises(PluginError, match="endpoint address 'fd00::zz/64' is not an IP address"):
         driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::zz/64"})
     assert EP1 not in driver.endpoints
+
+
+class AnsweringProbe:
+    """Stands in for probe.DuplicateProbe: HOLDERS answer, and it records who asked."""
+
+    def __init__(self, holders):
+        self.holders_found, self.asked = holders, []
+
+    def holders(self, device, addresses):
+        self.asked.append((device, addresses))
+        return self.holders_found
+
+
+def test_an_address_held_elsewhere_fails_the_join_and_undoes_it(ip, tmp_path):
+    prober = AnsweringProbe({"10.0.0.5": "02:42:0a:00:00:05"})
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0", prober=prober)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    with pytest.raises(PluginError, match=r"^address 10.0.0.5 is already in use on this VXLAN: "
+                       "02:42:0a:00:00:05 answered for it, behind a VTEP the vxlan did not "
+                       "learn"):
+        driver.join(NET, EP1)
+    assert prober.asked == [("vx_aaaaaaaaaaaa", ("10.0.0.5",))]
+    assert ip.commands[-3:] == ["bridge -j fdb show dev vx_aaaaaaaaaaaa",
+                                "ip link delete dev macvlan_1111111",
+                                "ip link delete dev vx_aaaaaaaaaaaa"]
+    assert EP1 not in driver.endpoints and NET not in driver.vxlans_here
+
+
+def test_no_probe_in_global_scope(ip, tmp_path):
+    # swarm's IPAM hands out each address once for the whole cluster
+    prober = AnsweringProbe({"10.0.0.5": "02:42:0a:00:00:05"})
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), scope="global",
+                    vtepdev="eth0", prober=prober)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    driver.join(NET, EP1)
+    assert prober.asked == []
