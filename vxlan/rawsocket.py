@@ -33,10 +33,13 @@ def listening(device):
 
 
 def check_can_send(flag):
-    """Raises PluginError unless this process may open a packet socket; FLAG
-    names what turns off the feature that needs it."""
+    """Raises PluginError unless this process may open a packet socket (no
+    CAP_NET_RAW: EPERM; a seccomp filter on address families, such as
+    systemd's RestrictAddressFamilies: EAFNOSUPPORT); FLAG names what turns
+    off the features that need it."""
     try:
         socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
-    except PermissionError:
-        raise PluginError("announcing and probing addresses need CAP_NET_RAW (to open a "
-                          f"packet socket): grant it, or start without them ({flag})") from None
+    except OSError as error:
+        raise PluginError(f"announcing and probing addresses need a packet socket (AF_PACKET, "
+                          f"CAP_NET_RAW), and opening one failed: {error.strerror or error}; "
+                          f"allow it, or start without them ({flag})") from None

@@ -161,9 +161,9 @@ def test_without_cap_net_raw_the_plugin_says_so_unless_told_not_to_announce(netn
     _, stderr = refused.communicate(timeout=30)
     assert refused.returncode == 1
     assert stderr.strip().endswith(
-        "docker-vxlan-plugin: announcing and probing addresses need CAP_NET_RAW (to open a "
-        "packet socket): grant it, or start without them (--no-announce, no "
-        "--probe-duplicates)")
+        "docker-vxlan-plugin: announcing and probing addresses need a packet socket "
+        "(AF_PACKET, CAP_NET_RAW), and opening one failed: Operation not permitted; allow it, "
+        "or start without them (--no-announce, no --probe-duplicates)")
     served = without_net_raw(netns, workdir, "--no-announce")
     try:
         wait_for(lambda: served.poll() is not None or lab.connects(f"{workdir}/vxlan.sock"),
