@@ -165,7 +165,9 @@ def main(argv=None):
             print(f"what the plugin changed on {first.name} (from its command log):")
             for record in first.audit_records():
                 if record.get("event") == "result" and "show" not in record["cmd"].split():
-                    print(f"  {record.get('rpc')}: {record['cmd']}  ({record['status']})")
+                    # an announcement has no RPC (Join had answered): its cause says why
+                    why = record.get("rpc") or record.get("cause")
+                    print(f"  {why}: {record['cmd']}  ({record['status']})")
             prefix = lab.prefix
         print(f"lab {prefix} down: namespaces, daemons and files removed")
     except KeyboardInterrupt:
