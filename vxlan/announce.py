@@ -65,16 +65,17 @@ class Announcer:
         frames = [announcement(mac, address) for address in addresses]
         auditlog.started(line, cause=CAUSE)
         started = time.monotonic()
-        status, error = "ok", ""
+        status, error, note = "ok", "", None
         for sent, delay in enumerate(self.delays):
             gevent.sleep(max(0.0, started + delay - time.monotonic()))
             if not still_wanted():
-                status = f"ok, stopped after {sent} of {len(self.delays)}: the endpoint is gone"
+                note = f"stopped after {sent} of {len(self.delays)}: the endpoint is gone"
                 break
             try:
                 rawsocket.send(device, frames)
             except OSError as failure:
                 status, error = "failed", f"{failure.strerror or failure} (after {sent} sent)"
                 break
-        auditlog.finished(line, None, status, time.monotonic() - started, error, cause=CAUSE)
+        auditlog.finished(line, None, status, time.monotonic() - started, error, cause=CAUSE,
+                          note=note)
 

@@ -162,7 +162,7 @@ def test_command_log_holds_the_exact_commands(host, cleanup):
     assert [(r["event"], r["cmd"], r["endpoint"]) for r in announced] == [
         (event, f"announce {address} from {mac} on {vxlan} (gratuitous ARP; 3 times in 1 s)",
          endpoint_id) for event in ("run", "result")]
-    assert announced[1]["status"].startswith("ok") and announced[1]["cause"].startswith(
+    assert announced[1]["status"] == "ok" and announced[1]["cause"].startswith(
         "after Join")
     assert f"run ip link add {vxlan} type vxlan id 47" in host.plugin_log()
 

@@ -36,6 +36,7 @@ def test_each_round_sends_a_frame_per_address(sent, caplog):
     assert [(device, len(frames)) for device, frames in sent] == [("vx_n", 2)] * 3
     [result] = results(caplog)
     assert result["status"] == "ok" and result["cause"] == announce.CAUSE
+    assert result["note"] is None
     assert result["network"] == "n" * 64 and "rpc" not in result  # Join was answered
 
 
@@ -46,7 +47,9 @@ def test_rounds_stop_once_the_endpoint_is_gone(sent, caplog):
                                         lambda: next(wanted)).join()
     assert len(sent) == 1
     [result] = results(caplog)
-    assert result["status"] == "ok, stopped after 1 of 3: the endpoint is gone"
+    assert result["status"] == "ok"
+    assert result["note"] == "stopped after 1 of 3: the endpoint is gone"
+    assert caplog.records[-1].getMessage().endswith(": stopped after 1 of 3: the endpoint is gone")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
