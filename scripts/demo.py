@@ -60,19 +60,20 @@ def docker(host, *args, echo=False, check=True):
 
 
 @contextlib.contextmanager
-def network(hosts, name, subnet, options, *, split=True, echo=False):
+def network(hosts, name, subnet, options, *args, split=True, echo=False):
     """Creates network NAME with driver vxlan on each host, options(host) as
-    its -o options, and (split) the host's ip_range; on leaving, removes the
-    network and every container on it from those hosts, whatever happened."""
+    its -o options, and (split) the host's ip_range, and ARGS for docker
+    network create (e.g. --ipv6 --subnet ...); on leaving, removes the network
+    and every container on it from those hosts, whatever happened."""
     try:
         for host in hosts:
-            args = ["network", "create", "-d", "vxlan"]
+            create = ["network", "create", "-d", "vxlan"]
             for key, value in options(host).items():
-                args += ["-o", f"{key}={value}"]
-            args += ["--subnet", subnet, "--gateway", gateway(subnet)]
+                create += ["-o", f"{key}={value}"]
+            create += ["--subnet", subnet, "--gateway", gateway(subnet)]
             if split:
-                args += ["--ip-range", ip_range(host, subnet)]
-            docker(host, *args, name, echo=echo)
+                create += ["--ip-range", ip_range(host, subnet)]
+            docker(host, *create, *args, name, echo=echo)
         yield
     finally:
         for host in hosts:
@@ -169,7 +170,9 @@ def main(argv=None):
             print(f"what the plugin changed on {first.name} (from its command log):")
             for record in first.audit_records():
                 if record.get("event") == "result" and "show" not in record["cmd"].split():
-                    print(f"  {record.get('rpc')}: {record['cmd']}  ({record['status']})")
+                    # an announcement has no RPC (Join had answered): its cause says why
+                    why = record.get("rpc") or record.get("cause")
+                    print(f"  {why}: {record['cmd']}  ({record['status']})")
             prefix = lab.prefix
         print(f"lab {prefix} down: namespaces, daemons and files removed")
     except KeyboardInterrupt:

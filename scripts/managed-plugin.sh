@@ -48,7 +48,7 @@ cat >"$dir/config.json" <<'EOF'
     "docker-vxlan-plugin"],
   "interface": {"types": ["docker.networkdriver/1.0"], "socket": "vxlan.sock"},
   "network": {"type": "host"},
-  "linux": {"capabilities": ["CAP_NET_ADMIN"]},
+  "linux": {"capabilities": ["CAP_NET_ADMIN", "CAP_NET_RAW"]},
   "env": [
     {"name": "SCOPE", "description": "local, or global for swarm mode",
      "settable": ["value"], "value": "local"},

@@ -1,6 +1,6 @@
 """Shared fixtures: labs of Docker hosts in network namespaces (scripts/lab.py).
 
-lab1 / lab2 give a lab of 1 / 2 hosts (module-scoped), each with its own
+lab1 / lab2 / lab3 give a lab of 1 / 2 / 3 hosts (module-scoped), each with its own
 dockerd and the busybox-local:latest image; the lab is torn down after the
 module, whatever happened.  engine_lab2 is lab2 once on each Docker engine
 the suite runs (ENGINES).  They skip only when not root; anything else that
@@ -49,6 +49,12 @@ def engine_lab2(request):
     """A lab of two Docker hosts on each engine of ENGINES in turn (a module's
     tests run on one engine, then on the next)."""
     yield from _lab(2, request.param)
+
+
+@pytest.fixture(scope="module")
+def lab3():
+    """A lab of three Docker hosts on one underlay: h1, h2, h3 = lab3.hosts."""
+    yield from _lab(3)
 
 
 @pytest.fixture(scope="session")

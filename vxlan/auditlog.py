@@ -33,16 +33,17 @@ def started(command, batch=None, cause=None):
                                   **context)})
 
 
-def finished(command, batch, status, duration, stderr="", cause=None):
-    """Logs a command's result: "ok", or why it failed or did not run."""
+def finished(command, batch, status, duration, stderr="", cause=None, note=None):
+    """Logs a command's result: "ok", or why it failed or did not run (`note`:
+    what else an "ok" should say, e.g. that it did less than planned)."""
     context = request_context.get()
     seconds = f"{duration * 1000:.1f} ms"
     record = dict(event="result", cmd=command, batch=batch, status=status,
                   duration_ms=round(duration * 1000, 2), stderr=stderr, cause=cause,
-                  **context)
+                  note=note, **context)
     if status == "ok":
-        log.info("ok  %s (%s)%s", command, seconds, _where(context, cause),
-                 extra={"audit": record})
+        log.info("ok  %s (%s)%s%s", command, seconds, _where(context, cause),
+                 f": {note}" if note else "", extra={"audit": record})
     else:
         log.error("%s %s (%s)%s: %s", status, command, seconds, _where(context, cause),
                   stderr.strip() or "no error output", extra={"audit": record})

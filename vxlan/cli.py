@@ -63,6 +63,24 @@ def _add_daemon_flags(parser):
     parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
                         metavar="SECONDS", help="kill an ip/bridge command that runs longer "
                         f"and fail the request (default: {COMMAND_TIMEOUT:g})")
+    parser.add_argument("--no-announce", dest="announce", action="store_false",
+                        help="do not announce a container's addresses on the VXLAN after "
+                             "Join (gratuitous ARP, unsolicited neighbour advertisements)")
+    parser.add_argument("--probe-duplicates", type=_probe_wait, default=0, metavar="SECONDS",
+                        help="at Join, ask the VXLAN whether another host holds the "
+                             "container's address, wait SECONDS for an answer, and fail the "
+                             "Join if one comes (local scope; default: off)")
+
+
+def _probe_wait(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not 0 < seconds <= 5:
+        raise argparse.ArgumentTypeError(
+            f"invalid wait {text!r}: expected seconds above 0 and at most 5, such as 0.2")
+    return seconds
 
 
 def explain_parser():
@@ -161,8 +179,11 @@ def main(argv=None):
     _patch_for_gevent()
     import gevent
 
+    from .announce import Announcer
     from .dockerapi import DockerLookup
     from .driver import Driver
+    from .probe import DuplicateProbe
+    from .rawsocket import check_can_send
     from .runner import Ip
     from .state import StateStore
     from . import api, auditlog, recovery, server
@@ -173,10 +194,14 @@ def main(argv=None):
     ip = Ip(args.command_timeout)
     try:
         ip.check_tools()
+        if args.announce or args.probe_duplicates:
+            check_can_send("--no-announce, no --probe-duplicates")
     except PluginError as error:
         raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
-                    vtepdev=args.vtepdev)
+                    vtepdev=args.vtepdev, announcer=Announcer() if args.announce else None,
+                    prober=DuplicateProbe(args.probe_duplicates) if args.probe_duplicates
+                    else None)
     recovery.load(driver)
     recovery.reconcile_in_background(driver, docker)
     try:
@@ -200,6 +225,7 @@ def explain_main(argv):
     args = explain_parser().parse_args(argv)
     setup_logging(False)
     logging.getLogger("vxlan.commands").setLevel(logging.WARNING)  # stdout is the answer
+    from .announce import Announcer
     from .driver import explain
     from .runner import Ip
     import shlex
@@ -219,14 +245,14 @@ def explain_main(argv):
     addresses = args.address + [None] * (2 - len(args.address))
     try:
         steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
-                        list(zip(endpoint_ids, addresses)))
+                        list(zip(endpoint_ids, addresses)), Announcer())
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)
         return 1
     for step, commands in steps:
         print(f"# {step}")
-        for argv in commands:
-            print(shlex.join(argv))
+        for command in commands:
+            print(command if isinstance(command, str) else shlex.join(command))
     return 0
 
 

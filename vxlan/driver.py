@@ -4,8 +4,10 @@ A Docker network of this driver is one vxlan link on each host that has a
 container on it; each container gets a macvlan (bridge mode) on that vxlan.
 
     CreateNetwork   validate and remember the options; nothing on the host yet
-    CreateEndpoint  choose the container's MAC; remember the endpoint
-    Join            first container here: create the vxlan; then its macvlan
+    CreateEndpoint  choose the container's MAC; remember the endpoint and its addresses
+    Join            first container here: create the vxlan; then its macvlan; with
+                    --probe-duplicates, refuse an address another host answers for
+                    (probe.py); after the answer, announce the addresses (announce.py)
     Leave           nothing: Docker moves the macvlan back to the host itself
     DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
     DeleteNetwork   delete the vxlan if it is still there; forget the network
@@ -57,22 +59,27 @@ class Endpoint:
     id: str
     network_id: str
     mac: str
+    addresses: tuple = ()  # its IPv4 and IPv6 addresses, without prefix length
 
     @property
     def link(self):
         return "macvlan_" + self.id[:7]  # the Go original's name, so hosts can move over
 
     def record(self):
-        return {"id": self.id, "network": self.network_id, "mac": self.mac}
+        return {"id": self.id, "network": self.network_id, "mac": self.mac,
+                "addresses": list(self.addresses)}
 
 
 class Driver:
-    def __init__(self, ip, docker, state, scope="local", vtepdev=None):
+    def __init__(self, ip, docker, state, scope="local", vtepdev=None, announcer=None,
+                 prober=None):
         self.ip = ip
         self.docker = docker
         self.state = state
         self.scope = scope
         self.vtepdev = vtepdev
+        self.announcer = announcer  # announce.Announcer, or None (--no-announce)
+        self.prober = prober  # probe.DuplicateProbe, or None (the default)
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
@@ -132,7 +139,8 @@ class Driver:
     def create_endpoint(self, network_id, endpoint_id, interface):
         self._network(network_id)
         mac = interface.get("MacAddress") or ""
-        endpoint = Endpoint(endpoint_id, network_id, mac or _choose_mac(endpoint_id, interface))
+        endpoint = Endpoint(endpoint_id, network_id, mac or _choose_mac(endpoint_id, interface),
+                            _addresses(interface))
         self.state.save("endpoints", endpoint_id, endpoint.record())
         self.endpoints[endpoint_id] = endpoint
         # Docker only accepts what it left empty: answer the MAC only if we chose it.
@@ -148,6 +156,12 @@ class Driver:
         endpoint = self._endpoint(endpoint_id)
         with self.network_locks[network_id]:
             self._create_links(network, endpoint)
+        if self.prober and self.scope == "local" and endpoint.addresses:
+            self._refuse_duplicates(network, endpoint)
+        if self.announcer and endpoint.addresses:
+            # in the background, once this answer is out: never on docker run's path
+            self.announcer.announce(network.link, endpoint.mac, endpoint.addresses,
+                                    lambda: self.endpoints.get(endpoint_id) is endpoint)
         answer = {"InterfaceName": {"SrcName": endpoint.link, "DstPrefix": "eth"}}
         if network.gateway and not network.internal:
             answer["Gateway"] = network.gateway
@@ -194,6 +208,23 @@ class Driver:
             if new_vxlan:
                 self.vxlans_here.add(network.id)
             return
+
+    def _refuse_duplicates(self, network, endpoint):
+        """Fails the Join, and deletes its links, if another host answers for
+        the endpoint's addresses (in local scope each host's IPAM hands out
+        addresses on its own)."""
+        holders = self.prober.holders(network.link, endpoint.addresses)
+        if not holders:
+            return
+        address, mac = next(iter(holders.items()))
+        fdb = json.loads(self.ip.run(cmd.fdb_show(network.link)) or "[]")
+        vtep = next((entry["dst"] for entry in fdb if entry.get("mac") == mac and "dst" in entry),
+                    None)
+        self.delete_endpoint(network.id, endpoint.id)
+        behind = f"behind VTEP {vtep}" if vtep else "behind a VTEP the vxlan did not learn"
+        raise PluginError(f"address {address} is already in use on this VXLAN: {mac} answered "
+                          f"for it, {behind}; give the hosts disjoint --ip-range slices, or "
+                          "remove the other container")
 
     def _adopt_existing_vxlan(self, network):
         """The vxlan's name is taken: adopt the link if it is this network's (ours
@@ -316,7 +347,8 @@ class Driver:
         """An endpoint from the state at start; returns whether it was taken."""
         try:
             self.endpoints[endpoint_id] = Endpoint(endpoint_id, record["network"],
-                                                   record["mac"])
+                                                   record["mac"],
+                                                   tuple(record.get("addresses", ())))
             return True
         except KeyError as error:
             log.error("ignoring endpoint %s in the state: no %s", endpoint_id[:12], error)
@@ -539,18 +571,23 @@ def delete_endpoint_commands(network, endpoint, last):
     return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
 
 
-def explain(raw_options, vtepdev, links, network_id, endpoints):
-    """[(step, commands)] the plugin would run for such a network on this host.
+def explain(raw_options, vtepdev, links, network_id, endpoints, announcer):
+    """[(step, commands)] the plugin would run for such a network on this host;
+    a command is an argv list, or the line of an announcement (announce.py).
     ENDPOINTS: (ID, IPv4 address or None) of the first and a further container."""
     network = Network(network_id, parse_options(raw_options, vtepdev))
     check_host(network, links, [])
     first, second = (Endpoint(endpoint_id, network_id,
-                              _choose_mac(endpoint_id, {"Address": address} if address else {}))
+                              _choose_mac(endpoint_id, {"Address": address} if address else {}),
+                              _addresses({"Address": address} if address else {}))
                      for endpoint_id, address in endpoints)
     return [
         ("docker network create: nothing runs; the options are checked and kept", []),
         ("first container on this host (Join)", join_commands(network, first, True)),
         ("each further container (Join)", join_commands(network, second, False)),
+        ("after each Join's answer, in the background: frames the plugin sends itself, "
+         "not a command (--no-announce: none)",
+         [announcer.describe(network.link, second.mac, second.addresses)]),
         ("a container leaves (Leave): Docker moves its macvlan back; nothing runs", []),
         ("a container is removed (DeleteEndpoint)",
          delete_endpoint_commands(network, second, False)),
@@ -592,6 +629,19 @@ def _gateways(entries):
                 raise PluginError(f"gateway {gateway!r} is not an IP address") from None
             gateways.setdefault(address.version, str(address))
     return gateways
+
+
+def _addresses(interface):
+    """The endpoint's IPv4 and IPv6 addresses (Docker gives them with a prefix length)."""
+    addresses = []
+    for key in ("Address", "AddressIPv6"):
+        if interface.get(key):
+            try:
+                addresses.append(str(ipaddress.ip_interface(interface[key]).ip))
+            except ValueError:
+                raise PluginError(f"endpoint address {interface[key]!r} is not an IP "
+                                  "address") from None
+    return tuple(addresses)
 
 
 def _choose_mac(endpoint_id, interface):

@@ -152,9 +152,11 @@ def test_command_log_holds_the_exact_commands(host, cleanup):
 
     vxlan, macvlan = "vx_" + network_id[:12], "macvlan_" + endpoint_id[:7]
     records = [r for r in host.audit_records() if r.get("network") == network_id]
-    ran = [(r["rpc"], r["cmd"]) for r in records if r["event"] == "result"
+    requested = [r for r in records if "rpc" in r]
+    ran = [(r["rpc"], r["cmd"]) for r in requested if r["event"] == "result"
            and r["status"] == "ok" and not r["cmd"].startswith("ip -d -j")]
     mac = container["NetworkSettings"]["Networks"]["logged"]["MacAddress"]
+    address = container["NetworkSettings"]["Networks"]["logged"]["IPAddress"]
     assert ran == [
         ("Join", f"ip link add {vxlan} type vxlan id 47 dev eth0 dstport 4789"),
         ("Join", f"ip link set dev {vxlan} alias docker-vxlan-plugin:{network_id} up"),
@@ -162,9 +164,21 @@ def test_command_log_holds_the_exact_commands(host, cleanup):
         ("DeleteEndpoint", f"ip link delete dev {macvlan}"),
         ("DeleteEndpoint", f"ip link delete dev {vxlan}"),
     ]
-    assert all(r["endpoint"] == endpoint_id for r in records if r["rpc"] in ("Join",))
+    assert all(r["endpoint"] == endpoint_id for r in requested if r["rpc"] in ("Join",))
     for rpc, line in ran:
         assert shlex.split(line)[0] == "ip"  # each line is a command a shell can replay
+    # and, after the Join's answer, its announcement: no RPC, a cause, no shell command
+    # (its result comes once its rounds end, at the latest 1 s after the Join)
+    def announcement():
+        found = [r for r in host.audit_records()
+                 if r.get("network") == network_id and "rpc" not in r]
+        return found if len(found) == 2 else None
+    announced = wait_for(announcement, what="the announcement's result")
+    assert [(r["event"], r["cmd"], r["endpoint"]) for r in announced] == [
+        (event, f"announce {address} from {mac} on {vxlan} (gratuitous ARP; 3 times in 1 s)",
+         endpoint_id) for event in ("run", "result")]
+    assert announced[1]["status"] == "ok" and announced[1]["cause"].startswith(
+        "after Join")
     assert f"run ip link add {vxlan} type vxlan id 47" in host.plugin_log()
 
 

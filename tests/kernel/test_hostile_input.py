@@ -162,7 +162,9 @@ class Served:
         return len(self.plugin.audit()), len(self.plugin.log())
 
     def commands_since(self, mark):
-        return [r["cmd"] for r in self.plugin.audit()[mark[0]:] if r["event"] == "run"]
+        """The ip and bridge commands run since MARK (not the announcements)."""
+        return [r["cmd"] for r in self.plugin.audit()[mark[0]:]
+                if r["event"] == "run" and not r["cmd"].startswith("announce ")]
 
     def check_refused(self, mark, status, answer, names):
         """A clean refusal that names one of names, and nothing but reading."""

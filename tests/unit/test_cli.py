@@ -21,12 +21,20 @@ def test_defaults():
     assert args.socket == "/run/docker/plugins/vxlan.sock"
     assert args.state_dir == "/var/lib/docker-vxlan-plugin"
     assert args.command_timeout == 10
+    assert args.announce  # --no-announce turns it off
+    assert not serve_parser().parse_args(["--no-announce"]).announce
+    assert args.probe_duplicates == 0  # off
+    assert serve_parser().parse_args(["--probe-duplicates", "0.2"]).probe_duplicates == 0.2
 
 
 @pytest.mark.parametrize("argv, message", [
     (["-scope", "cluster"], "invalid choice: 'cluster'"),
     (["-vtepdev", "-eth0"], "expected one argument"),
     (["-vtepdev", "eth 0"], "invalid interface name 'eth 0'"),
+    (["--probe-duplicates", "0"], "argument --probe-duplicates: invalid wait '0': expected "
+                                  "seconds above 0 and at most 5, such as 0.2"),
+    (["--probe-duplicates", "soon"], "invalid wait 'soon'"),
+    (["--probe-duplicates", "30"], "invalid wait '30'"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -298,3 +298,106 @@ def test_options_from_docker_that_no_longer_validate_hold_the_network(ip, tmp_pa
     assert docker.asked == [NET]  # held: not asked again
     assert driver.learn_from_docker(NET, docker.network(NET), {EP1}) == []
     assert ip.commands == [] and not os.listdir(tmp_path / "networks")
+
+
+class RecordingAnnouncer:
+    """Stands in for announce.Announcer: records what Join asked to announce."""
+
+    def __init__(self):
+        self.asked = []
+
+    def announce(self, device, mac, addresses, still_wanted):
+        self.asked.append((device, mac, addresses, still_wanted))
+
+
+@pytest.fixture
+def announcing(ip, tmp_path):
+    """(driver, announcer): a driver that announces, with network NET created."""
+    announcer = RecordingAnnouncer()
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                    announcer=announcer)
+    create(driver)
+    return driver, announcer
+
+
+def test_join_announces_the_endpoints_addresses_on_its_vxlan(announcing):
+    driver, announcer = announcing
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::5/64",
+                                      "MacAddress": ""})
+    assert announcer.asked == []  # not before Join: the macvlan does not exist yet
+    driver.join(NET, EP1)
+    [(device, mac, addresses, still_wanted)] = announcer.asked
+    assert (device, mac, addresses) == ("vx_aaaaaaaaaaaa", "02:42:0a:00:00:05",
+                                        ("10.0.0.5", "fd00::5"))
+    assert still_wanted()
+    driver.delete_endpoint(NET, EP1)
+    assert not still_wanted()  # a later round must not draw traffic to a gone endpoint
+
+
+def test_an_endpoint_made_anew_stops_the_old_announcement(announcing):
+    driver, announcer = announcing
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    driver.join(NET, EP1)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.6/24"})
+    assert not announcer.asked[0][3]()
+
+
+def test_an_endpoint_without_addresses_is_not_announced(announcing):
+    driver, announcer = announcing
+    driver.create_endpoint(NET, EP1, {"Address": "", "AddressIPv6": "",
+                                      "MacAddress": "02:00:00:00:00:01"})
+    driver.join(NET, EP1)
+    assert announcer.asked == []
+
+
+def test_addresses_survive_a_restart_between_create_endpoint_and_join(driver, ip, tmp_path):
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::5/64"})
+    again = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
+    recovery.load(again)
+    assert again.endpoints[EP1].addresses == ("10.0.0.5", "fd00::5")
+
+
+def test_bad_ipv6_address_is_refused(driver):
+    create(driver)
+    with pytest.raises(PluginError, match="endpoint address 'fd00::zz/64' is not an IP address"):
+        driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24", "AddressIPv6": "fd00::zz/64"})
+    assert EP1 not in driver.endpoints
+
+
+class AnsweringProbe:
+    """Stands in for probe.DuplicateProbe: HOLDERS answer, and it records who asked."""
+
+    def __init__(self, holders):
+        self.holders_found, self.asked = holders, []
+
+    def holders(self, device, addresses):
+        self.asked.append((device, addresses))
+        return self.holders_found
+
+
+def test_an_address_held_elsewhere_fails_the_join_and_undoes_it(ip, tmp_path):
+    prober = AnsweringProbe({"10.0.0.5": "02:42:0a:00:00:05"})
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0", prober=prober)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    with pytest.raises(PluginError, match=r"^address 10.0.0.5 is already in use on this VXLAN: "
+                       "02:42:0a:00:00:05 answered for it, behind a VTEP the vxlan did not "
+                       "learn"):
+        driver.join(NET, EP1)
+    assert prober.asked == [("vx_aaaaaaaaaaaa", ("10.0.0.5",))]
+    assert ip.commands[-3:] == ["bridge -j fdb show dev vx_aaaaaaaaaaaa",
+                                "ip link delete dev macvlan_1111111",
+                                "ip link delete dev vx_aaaaaaaaaaaa"]
+    assert EP1 not in driver.endpoints and NET not in driver.vxlans_here
+
+
+def test_no_probe_in_global_scope(ip, tmp_path):
+    # swarm's IPAM hands out each address once for the whole cluster
+    prober = AnsweringProbe({"10.0.0.5": "02:42:0a:00:00:05"})
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), scope="global",
+                    vtepdev="eth0", prober=prober)
+    create(driver)
+    driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    driver.join(NET, EP1)
+    assert prober.asked == []
