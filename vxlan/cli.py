@@ -147,7 +147,7 @@ def explain_main(argv):
             return 2
         raw[key] = value
     try:
-        steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
+        steps = explain(raw, args.vtepdev, Ip(), args.network_id,
                         EXAMPLE_ENDPOINT_IDS)
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)

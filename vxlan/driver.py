@@ -87,7 +87,7 @@ class Driver:
         network = Network(network_id, net_options, gateways.get(4), gateways.get(6),
                           bool((options or {}).get("com.docker.network.internal")))
         with self._create_lock:
-            check_host(network, self.ip.links(), self.networks.values())
+            check_host(network, self.ip, self.networks.values())
             self.state.save("networks", network_id, network.record())
             self.networks[network_id] = network
 
@@ -249,20 +249,22 @@ class Driver:
         self.endpoints.pop(endpoint_id, None)
 
 
-def check_host(network, links, known_networks):
-    """Refuses a network that cannot work on this host, before anything is made."""
+def check_host(network, ip, known_networks):
+    """Refuses a network that cannot work on this host, before anything is made.
+    What it asks the kernel does not grow with the host's containers: the VTEP
+    device's MTU, the link of the vxlan's name if there is one, and the vxlans."""
     options = network.options
-    by_name = {link["ifname"]: link for link in links}
     vtepdev = options.get("VtepDev")
-    if vtepdev and vtepdev not in by_name:
+    vtep_mtu = ip.mtu(vtepdev) if vtepdev else None
+    if vtepdev and vtep_mtu is None:
         raise OptionError(f"option VtepDev={vtepdev}: no such device on this host")
     mtu = options.get("vxlanMTU")
     if vtepdev and mtu:
         family = _underlay_family(options)
-        limit = by_name[vtepdev]["mtu"] - VXLAN_OVERHEAD[family]
+        limit = vtep_mtu - VXLAN_OVERHEAD[family]
         if mtu > limit:
             raise OptionError(f"option vxlanMTU={mtu}: above {limit}, the most that fits in "
-                              f"{vtepdev}'s MTU of {by_name[vtepdev]['mtu']} with the VXLAN "
+                              f"{vtepdev}'s MTU of {vtep_mtu} with the VXLAN "
                               f"overhead of {VXLAN_OVERHEAD[family]} bytes")
     for other in known_networks:
         if other.id == network.id:
@@ -274,14 +276,13 @@ def check_host(network, links, known_networks):
                 options.get("VxlanId"), options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: already used by "
                               f"network {other.id[:12]} on this host")
-    existing = by_name.get(network.link)
+    existing = ip.link(network.link)
     if existing and not is_network_link(existing, network):
         raise OptionError(f"a link named {network.link} already exists on this host and was "
                           "not created by docker-vxlan-plugin; choose another vxlanName")
-    for link in links:
+    for link in ip.links("vxlan"):
         data = cmd.data_of(link)
-        if (cmd.kind_of(link) == "vxlan" and link is not existing
-                and data.get("id") == options.get("VxlanId")
+        if (link["ifname"] != network.link and data.get("id") == options.get("VxlanId")
                 and data.get("port") == options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: the vxlan "
                               f"{link['ifname']} on this host already uses that VNI and port")
@@ -318,10 +319,10 @@ def delete_endpoint_commands(network, endpoint, last):
     return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
 
 
-def explain(raw_options, vtepdev, links, network_id, endpoint_ids):
+def explain(raw_options, vtepdev, ip, network_id, endpoint_ids):
     """[(step, commands)] the plugin would run for such a network on this host."""
     network = Network(network_id, parse_options(raw_options, vtepdev))
-    check_host(network, links, [])
+    check_host(network, ip, [])
     first, second = (Endpoint(e, network_id, _choose_mac(e, {})) for e in endpoint_ids)
     return [
         ("docker network create: nothing runs; the options are checked and kept", []),

@@ -213,3 +213,14 @@ def test_too_many_multicast_groups_says_which_limit(plugin, netns):
     status, answer = plugin.call("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
     assert status == 500 and "net.ipv4.igmp_max_memberships" in answer["Err"]
     assert "vx_" + network_id[:12] not in netns.link_names()  # undone
+
+
+def test_create_network_asks_the_kernel_only_for_vxlans(plugin, netns):
+    # CreateNetwork's cost must not grow with the host's containers (their macvlans):
+    # the VTEP device's MTU is a system call, and only vxlans are listed.
+    netns.ip("link", "add", "mv0", "link", "eth0", "type", "macvlan")
+    network_id = new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "24",
+                                                            "vxlanMTU": "1400"}))
+    assert [r["cmd"] for r in plugin.audit() if r["event"] == "run"
+            and r.get("network") == network_id] == ["ip -d -j link show type vxlan"]

@@ -48,6 +48,9 @@ class RecordingIp:
     def link(self, name):
         return self.existing.get(name)
 
+    def mtu(self, name):
+        return self.existing[name]["mtu"] if name in self.existing else None
+
 
 class FakeDocker:
     def __init__(self, networks=None):
