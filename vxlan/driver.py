@@ -11,7 +11,9 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
 The plugin deletes only links it created or adopted (commands.mark_owned marks them), and
-keeps the options in state.py because Join does not carry them.
+keeps the options in state.py because Join does not carry them. A request writes
+the state before it changes the host, so a state directory that cannot be
+written fails it with nothing done.
 """
 
 import hashlib
@@ -99,14 +101,13 @@ class Driver:
 
     def delete_network(self, network_id):
         with self.network_locks[network_id]:
-            network = self.networks.get(network_id)
-            if network and network_id in self.vxlans_here:
-                self.delete_links([cmd.link_delete(network.link)])
-                self.vxlans_here.discard(network_id)
             for endpoint in self.endpoints_of(network_id):
                 self.forget_endpoint(endpoint.id)
             self.state.delete("networks", network_id)
-            self.networks.pop(network_id, None)
+            network = self.networks.pop(network_id, None)
+            if network and network_id in self.vxlans_here:
+                self.delete_links([cmd.link_delete(network.link)])
+                self.vxlans_here.discard(network_id)
         self.network_locks.pop(network_id, None)
 
     def create_endpoint(self, network_id, endpoint_id, interface):
@@ -138,13 +139,13 @@ class Driver:
     def delete_endpoint(self, network_id, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
         with self.network_locks[network_id]:
-            others = [e for e in self.endpoints_of(network_id) if e.id != endpoint_id]
+            self.forget_endpoint(endpoint_id)
             network = self.networks.get(network_id)
-            last = network is not None and not others and network_id in self.vxlans_here
+            last = (network is not None and network_id in self.vxlans_here
+                    and not self.endpoints_of(network_id))
             self.delete_links(delete_endpoint_commands(network, endpoint, last))
             if last:
                 self.vxlans_here.discard(network_id)
-            self.forget_endpoint(endpoint_id)
 
     # --- what runs --------------------------------------------------------------
 
