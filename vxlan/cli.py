@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from .driver import VXLAN_LINGER
 from .errors import PluginError
 from .runner import COMMAND_TIMEOUT
 from .options import InterfaceName, options_table_markdown
@@ -26,6 +27,17 @@ def _interface_name(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid interface name {text!r}: expected {InterfaceName.accepted}") from None
+
+
+def _seconds(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"invalid number of seconds {text!r}: expected a number, 0 or more")
+    return seconds
 
 
 def _add_vtepdev(parser):
@@ -53,6 +65,10 @@ def serve_parser():
     parser.add_argument("--command-timeout", type=float, default=COMMAND_TIMEOUT,
                         metavar="SECONDS", help="kill an ip/bridge command that runs longer "
                         f"and fail the request (default: {COMMAND_TIMEOUT:g})")
+    parser.add_argument("--vxlan-linger", type=_seconds, default=VXLAN_LINGER,
+                        metavar="SECONDS", help="keep a network's vxlan this long after its "
+                        "last container on this host leaves, for the next one; 0 deletes it "
+                        f"with the last container (default: {VXLAN_LINGER:g})")
     return parser
 
 
@@ -121,7 +137,7 @@ def main(argv=None):
     except PluginError as error:
         raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
-                    vtepdev=args.vtepdev)
+                    vtepdev=args.vtepdev, vxlan_linger=args.vxlan_linger)
     recovery.load(driver)
     recovery.reconcile_in_background(driver, docker)
     try:

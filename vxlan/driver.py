@@ -8,12 +8,13 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
     Join            first container here: create the vxlan; then its macvlan
     Leave           nothing: Docker moves the macvlan back to the host itself
     DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
+                    --vxlan-linger seconds later, in the background (at once with 0)
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
-The plugin deletes only links it created or adopted (commands.mark_owned marks them), and
-keeps the options in state.py because Join does not carry them. A request writes
-the state before it changes the host, so a state directory that cannot be
-written fails it with nothing done.
+A Join while the vxlan lingers keeps it. The plugin deletes only links it created
+or adopted (commands.mark_owned marks them), and keeps the options in state.py
+because Join does not carry them. A request writes the state before it changes
+the host, so a state directory that cannot be written fails it with nothing done.
 """
 
 import hashlib
@@ -23,14 +24,17 @@ import socket
 from collections import defaultdict
 from dataclasses import dataclass
 
+import gevent
 from gevent.lock import RLock
 
 from . import commands as cmd
+from .auditlog import request_context
 from .errors import CommandError, OptionError, PluginError
 from .options import parse_options
 
 log = logging.getLogger("vxlan.driver")
 VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
+VXLAN_LINGER = 60.0  # seconds a vxlan outlives its network's last container here
 
 
 @dataclass(frozen=True)
@@ -65,15 +69,18 @@ class Endpoint:
 
 
 class Driver:
-    def __init__(self, ip, docker, state, scope="local", vtepdev=None):
+    def __init__(self, ip, docker, state, scope="local", vtepdev=None,
+                 vxlan_linger=VXLAN_LINGER):
         self.ip = ip
         self.docker = docker
         self.state = state
         self.scope = scope
         self.vtepdev = vtepdev
+        self.vxlan_linger = vxlan_linger
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
+        self.idle_vxlans = {}  # network ID -> the greenlet that will delete its unused vxlan
         self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
 
@@ -105,6 +112,7 @@ class Driver:
                 self.forget_endpoint(endpoint.id)
             self.state.delete("networks", network_id)
             network = self.networks.pop(network_id, None)
+            self._keep_vxlan(network_id)
             if network and network_id in self.vxlans_here:
                 self.delete_links([cmd.link_delete(network.link)])
                 self.vxlans_here.discard(network_id)
@@ -128,6 +136,7 @@ class Driver:
         network = self._network(network_id)
         endpoint = self._endpoint(endpoint_id)
         with self.network_locks[network_id]:
+            self._keep_vxlan(network_id)
             self._create_links(network, endpoint)
         answer = {"InterfaceName": {"SrcName": endpoint.link, "DstPrefix": "eth"}}
         if network.gateway and not network.internal:
@@ -143,9 +152,53 @@ class Driver:
             network = self.networks.get(network_id)
             last = (network is not None and network_id in self.vxlans_here
                     and not self.endpoints_of(network_id))
-            self.delete_links(delete_endpoint_commands(network, endpoint, last))
-            if last:
+            now = last and not self.vxlan_linger
+            self.delete_links(delete_endpoint_commands(network, endpoint, now))
+            if now:
                 self.vxlans_here.discard(network_id)
+            elif last:
+                self.vxlan_unused(network_id)
+
+    # --- the vxlan's life after its last container ---------------------------
+
+    def vxlan_unused(self, network_id):
+        """No endpoint here uses the network's vxlan any more: deletes it in
+        --vxlan-linger seconds, in the background, unless a container joins
+        first (at once with 0). Called with the network's lock held."""
+        self._keep_vxlan(network_id)
+        if self.vxlan_linger:
+            self.idle_vxlans[network_id] = gevent.spawn_later(
+                self.vxlan_linger, self._delete_idle_vxlan, network_id)
+        else:
+            self._delete_vxlan(network_id, "its network has no container on this host")
+
+    def _keep_vxlan(self, network_id):
+        """Cancels a pending deletion (Join, DeleteNetwork). A deletion already
+        running holds the network's lock: the caller has waited for its end."""
+        timer = self.idle_vxlans.pop(network_id, None)
+        if timer is not None:
+            timer.kill(block=False)
+
+    def _delete_idle_vxlan(self, network_id):
+        request_context.set({"network": network_id})  # no request: the log names the network
+        with self.network_locks[network_id]:
+            if self.idle_vxlans.get(network_id) is not gevent.getcurrent():
+                return  # cancelled while it waited for the lock
+            del self.idle_vxlans[network_id]
+            if self.endpoints_of(network_id):
+                return
+            try:
+                self._delete_vxlan(network_id, f"its network has had no container on this host "
+                                               f"for {self.vxlan_linger:g} s (--vxlan-linger)")
+            except PluginError as error:  # the vxlan stays; DeleteNetwork deletes it
+                log.error("could not delete the unused vxlan of network %s: %s",
+                          network_id[:12], error)
+
+    def _delete_vxlan(self, network_id, cause):
+        network = self.networks.get(network_id)
+        if network is not None and network_id in self.vxlans_here:
+            self.delete_links([cmd.link_delete(network.link)], cause)
+            self.vxlans_here.discard(network_id)
 
     # --- what runs --------------------------------------------------------------
 
@@ -198,16 +251,16 @@ class Driver:
             except CommandError:
                 pass  # logged by the runner; the original error is what the user needs
 
-    def delete_links(self, commands):
+    def delete_links(self, commands, cause=None):
         """Deletes links; one that is already gone is not an error."""
         try:
-            self.ip.batch(commands)
+            self.ip.batch(commands, cause)
         except CommandError as error:
             if "Cannot find device" not in error.stderr:
                 raise
             rest = commands[len(error.done) + 1:]
             if rest:
-                self.delete_links(rest)
+                self.delete_links(rest, cause)
 
     # --- lookups ------------------------------------------------------------------
 
@@ -315,9 +368,11 @@ def join_commands(network, endpoint, new_vxlan):
     return vxlan + [cmd.macvlan_add(endpoint.link, network.link, endpoint.mac)]
 
 
-def delete_endpoint_commands(network, endpoint, last):
-    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here."""
-    return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
+def delete_endpoint_commands(network, endpoint, with_vxlan):
+    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here
+    when it does not linger (--vxlan-linger 0)."""
+    return [cmd.link_delete(endpoint.link)] + (
+        [cmd.link_delete(network.link)] if with_vxlan else [])
 
 
 def explain(raw_options, vtepdev, ip, network_id, endpoint_ids):
@@ -333,7 +388,9 @@ def explain(raw_options, vtepdev, ip, network_id, endpoint_ids):
         ("a container is removed (DeleteEndpoint)",
          delete_endpoint_commands(network, second, False)),
         ("the last container here is removed (DeleteEndpoint)",
-         delete_endpoint_commands(network, first, True)),
+         delete_endpoint_commands(network, first, False)),
+        ("no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
+         "DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),
         ("docker network rm, if a vxlan is still here (DeleteNetwork)",
          [cmd.link_delete(network.link)]),
     ]

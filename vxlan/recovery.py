@@ -110,9 +110,11 @@ def remove_unused_links(driver):
                 removed.append(name)
     for name, network_id in ours.items():
         with driver.network_locks[network_id]:
-            if network_id in driver.networks and driver.endpoints_of(network_id):
-                continue
-            driver.delete_links([cmd.link_delete(name)])
-            driver.vxlans_here.discard(network_id)
-        removed.append(name)
+            if network_id not in driver.networks:
+                driver.delete_links([cmd.link_delete(name)])
+                removed.append(name)
+            elif not driver.endpoints_of(network_id) and network_id not in driver.idle_vxlans:
+                driver.vxlan_unused(network_id)  # lingers as after its last container
+                if not driver.vxlan_linger:
+                    removed.append(name)
     return removed

@@ -59,13 +59,14 @@ class Ip:
         self._tools = {}
         self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
 
-    def run(self, argv):
+    def run(self, argv, cause=None):
         """Runs one command and returns its standard output."""
-        return self.batch([argv])
+        return self.batch([argv], cause)
 
-    def batch(self, commands):
+    def batch(self, commands, cause=None):
         """Runs the commands in order, stopping at the first that fails, and
-        returns the standard output of the last process.
+        returns the standard output of the last process. `cause` says in the
+        command log why they run, when no request explains it.
 
         On failure raises CommandError whose `.done` lists the commands that
         may have taken effect (all of a batch that was killed), so that the
@@ -75,7 +76,7 @@ class Ip:
         stdout = ""
         for group in _groups(commands):
             try:
-                stdout = self._run_group(group)
+                stdout = self._run_group(group, cause)
             except CommandError as error:
                 error.done = done + group[:error.failed_index]
                 raise
@@ -139,13 +140,13 @@ class Ip:
             if isinstance(process, _BatchProcess):
                 process.finish(b"")
 
-    def _run_group(self, group):
+    def _run_group(self, group, cause):
         tool = group[0][0]
         lines = [shlex.join(argv) for argv in group]
         batches = [None] if len(group) == 1 else [
             {"index": i + 1, "size": len(group)} for i in range(len(group))]
         for line, batch in zip(lines, batches):
-            auditlog.started(line, batch)
+            auditlog.started(line, batch, cause)
         started = time.monotonic()
         if _batchable(group[0]):
             code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group])
@@ -161,13 +162,13 @@ class Ip:
         for index, (line, batch) in enumerate(zip(lines, batches)):
             if killed:
                 auditlog.finished(line, batch, f"{_status(code)}, may have run", duration,
-                                  stderr)
+                                  stderr, cause)
             elif failed_index is None or index < failed_index:
-                auditlog.finished(line, batch, "ok", duration)
+                auditlog.finished(line, batch, "ok", duration, cause=cause)
             elif index == failed_index:
-                auditlog.finished(line, batch, _status(code), duration, stderr)
+                auditlog.finished(line, batch, _status(code), duration, stderr, cause)
             else:
-                auditlog.finished(line, batch, "not run", 0)
+                auditlog.finished(line, batch, "not run", 0, cause=cause)
         if killed:
             what = (f"`{lines[0]}`" if len(lines) == 1 else
                     f"`{tool} -batch -` with {len(lines)} commands ({'; '.join(lines)})")

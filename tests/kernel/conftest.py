@@ -168,19 +168,21 @@ def create_and_join(plugin, options, address="10.42.0.2/24", mac=""):
 
 
 SLOW_IP = """#!{python}
-# ip, made slow while the flag file exists (to hold a request inside a command).
-# `ip -batch -` is started ahead of need, so it is slow once its input arrives.
+# ip, held back while the flag file exists, for at most SECONDS (to hold a request
+# inside a command). `ip -batch -` is started ahead of need, so it is held once
+# its input arrives.
 import os, select, sys, time
 if sys.argv[1:3] == ["-batch", "-"]:
     select.select([0], [], [])
-if os.path.exists({flag!r}):
-    time.sleep({seconds})
+deadline = time.monotonic() + {seconds}
+while os.path.exists({flag!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)
 os.execv({real_ip!r}, ["ip"] + sys.argv[1:])
 """
 
 
 def slow_ip_env(workdir, seconds):
-    """PATH with an `ip` that sleeps while WORKDIR/slow exists."""
+    """PATH with an `ip` that waits while WORKDIR/slow exists (at most SECONDS)."""
     bindir = os.path.join(workdir, "bin")
     os.makedirs(bindir)
     real_ip = next(p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
@@ -195,8 +197,8 @@ def slow_ip_env(workdir, seconds):
 
 @pytest.fixture
 def slow_plugin(netns, workdir):
-    """start(seconds, *flags): the plugin, whose `ip` sleeps SECONDS once
-    start_join has begun; stopped after the test."""
+    """start(seconds, *flags): the plugin, whose `ip` waits up to SECONDS while
+    WORKDIR/slow exists (start_join makes it); stopped after the test."""
     started = []
 
     def start(seconds, *flags):

@@ -21,17 +21,27 @@ def test_defaults():
     assert args.socket == "/run/docker/plugins/vxlan.sock"
     assert args.state_dir == "/var/lib/docker-vxlan-plugin"
     assert args.command_timeout == 10
+    assert args.vxlan_linger == 60
 
 
 @pytest.mark.parametrize("argv, message", [
     (["-scope", "cluster"], "invalid choice: 'cluster'"),
     (["-vtepdev", "-eth0"], "expected one argument"),
     (["-vtepdev", "eth 0"], "invalid interface name 'eth 0'"),
+    (["--vxlan-linger", "-1"], "argument --vxlan-linger: invalid number of seconds '-1': "
+                               "expected a number, 0 or more"),
+    (["--vxlan-linger", "soon"], "invalid number of seconds 'soon'"),
+    (["--vxlan-linger", "nan"], "invalid number of seconds 'nan'"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         serve_parser().parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_vxlan_linger_takes_seconds_and_zero():
+    assert serve_parser().parse_args(["--vxlan-linger", "0"]).vxlan_linger == 0
+    assert serve_parser().parse_args(["--vxlan-linger", "2.5"]).vxlan_linger == 2.5
 
 
 def test_options_subcommand_prints_the_table(capsys):
