@@ -840,14 +840,14 @@ def summarize_profile(raw_path, top=12):
         "own_time_by_module": {m: share(n) for m, n in own.most_common()},
         "on_stack": {f: share(n) for f, n in inclusive.most_common(top)},
         "hottest_lines": {f: share(n) for f, n in lines.most_common(top * 3)
-                          if "sh/__init__" in f or "vxlan/" in f},
+                          if "subprocess" in f or "vxlan/" in f},
     }
 
 
 def _module_of(frame):
     path = re.search(r"\(([^:)]*)", frame)
     path = path.group(1) if path else ""
-    for marker in ("vxlan/", "sh/", "gevent/", "bottle", "json/", "threading", "tempfile"):
+    for marker in ("vxlan/", "subprocess", "gevent/", "bottle", "json/", "threading", "tempfile"):
         if marker in path:
             return marker.strip("/")
     return "other"
@@ -940,8 +940,7 @@ def rpc_table(f, mark):
     out += [f"- {label}: {f[name]:.2f} ms, bar {bar(name)} ms: {mark(meets(name, f[name]))}"
             for label, name in checks]
     out.append(f"- CPU per paced CreateEndpoint+Join+Leave+DeleteEndpoint: plugin "
-               f"{cpu['plugin']:.1f} ms, its child processes (ip, and sh's work in the forked "
-               f"child before exec) {cpu['children']:.1f} ms")
+               f"{cpu['plugin']:.1f} ms, its child processes (ip) {cpu['children']:.1f} ms")
     return out
 
 

@@ -98,11 +98,12 @@ def setup_logging(debug):
 
 def _patch_for_gevent():
     """Sockets become cooperative (the docker SDK must be imported after this).
-    Threads, os and signals stay as they are, or sh hangs (see runner.py), and so
-    does select: sh's helper threads poll, and a patched poll in a real thread
-    makes a gevent hub (two file descriptors) that is never freed, on every
-    command. threading.local must be per greenlet, because bottle keeps each
-    request in one and many requests are served at once in the one thread."""
+    Threads, os, signals and subprocess stay as they are: the runner starts and
+    waits for processes in real threads of its pool (see runner.py). So does
+    select: a patched poll in a real thread makes a gevent hub (two file
+    descriptors) there that is never freed. threading.local must be per
+    greenlet, because bottle keeps each request in one and many requests are
+    served at once in the one thread."""
     import threading
 
     import gevent.local

@@ -1,18 +1,19 @@
-"""The only module that runs `ip` and `bridge` (through sh), with a timeout on
-every command, logging each one in the command log (auditlog.py).
+"""The only module that runs `ip` and `bridge`, with a timeout on every
+command, logging each one in the command log (auditlog.py).
 
 Commands are argv lists whose first word is "ip" or "bridge" (commands.py).
 Commands that change the host are fed as lines to a `TOOL -batch -` process,
 several of one request to one process (one fork instead of several); the log
 still shows each as its own command, exactly as `TOOL LINE` would run it.
 
-How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
-process is started and waited for in a real thread of our own pool, because
-waiting for a child blocks the thread that waits; its standard input is
-/dev/null or a pipe we write ourselves and its output goes to memory files, so
-sh's helper threads never feed or drain a pipe; and sh's own `_timeout` is not
-used (it polls, adding ~100 ms to every command): a gevent timeout kills the
-child instead.
+Processes are started with subprocess (vfork, then exec: the plugin's memory
+is not copied and no Python runs in the child) and waited for in a real thread
+of our own pool, because waiting for a child blocks the thread that waits
+(subprocess and os are not monkey-patched, see cli._patch_for_gevent). Their
+output goes to memory files, so nothing has to drain a pipe; a gevent timeout
+kills a process that takes too long. (Through sh, each process cost the plugin
+about 7.5 ms of CPU and its child another 8 ms before exec, five times what
+subprocess costs: benchmarks/RESULTS.md.)
 """
 
 import fcntl
@@ -23,10 +24,10 @@ import shlex
 import shutil
 import socket
 import struct
+import subprocess
 import time
 
 import gevent
-import sh
 from gevent.threadpool import ThreadPool
 
 from . import auditlog
@@ -46,9 +47,8 @@ class Ip:
 
     Commands that change the host go to a `TOOL -batch -` process on its
     standard input. One such process per tool is started ahead of need and
-    waits, idle, for its input: starting a process through sh costs several
-    milliseconds (it forks the whole plugin), which is then off the path of
-    the request. Each process runs one request's lines and exits, so iproute2's
+    waits, idle, for its input: starting a process costs about a millisecond,
+    which is then off the path of the request. Each process runs one request's lines and exits, so iproute2's
     name-to-index cache never outlives a request. Queries (`ip -j ... show`)
     carry options before the command and run as their own process.
     """
@@ -56,7 +56,7 @@ class Ip:
     def __init__(self, timeout=COMMAND_TIMEOUT, threads=16):
         self._timeout = timeout
         self._pool = ThreadPool(threads)
-        self._tools = {}
+        self._programs = {}
         self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
 
     def run(self, argv, cause=None):
@@ -216,9 +216,10 @@ class Ip:
         def start_and_wait():
             with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
                 try:
-                    started["process"] = self._command(tool)(
-                        *args, **_sh_args(_DEVNULL, out, err))
-                except Exception as error:  # e.g. the tool is gone: nothing ran
+                    started["process"] = subprocess.Popen(
+                        [self._program(tool), *args], stdin=subprocess.DEVNULL, stdout=out,
+                        stderr=err)
+                except OSError as error:  # e.g. the tool is gone: nothing ran
                     return NOT_STARTED, "", f"could not start {tool}: {error}"
                 return _exit_code(started["process"]), _read(out), _read(err)
 
@@ -238,32 +239,35 @@ class Ip:
                 return TIMED_OUT, "", f"{note}, and had not exited {KILL_WAIT:g} s later"
             return TIMED_OUT, stdout, f"{stderr}{note}"
 
-    def _command(self, tool):
-        """sh's Command for TOOL, found on PATH once (sh.CommandNotFound if not)."""
-        return self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
-
     def _start_batch_process(self, tool):
         """A started _BatchProcess, or the error that prevented it: returned, not
         raised, since the start may run before anyone waits for it."""
         try:
-            return _BatchProcess(self._command(tool))
+            return _BatchProcess(self._program(tool))
         except Exception as error:
             return error
+
+    def _program(self, tool):
+        """TOOL's path, found on PATH once: what check_tools checked is what runs."""
+        if tool not in self._programs:
+            found = shutil.which(tool)
+            if found is None:
+                raise FileNotFoundError(f"{tool} is not on PATH")
+            self._programs[tool] = found
+        return self._programs[tool]
 
 
 class _BatchProcess:
     """`TOOL -batch -`, started and waiting for its lines on standard input.
     Its methods other than kill block: they run in pool threads."""
 
-    def __init__(self, command):
-        read_end, self._stdin = os.pipe()
+    def __init__(self, program):
         self._out = _memory_file("vxlan-out")
         self._err = _memory_file("vxlan-err")
         try:
-            with open(read_end, "rb", buffering=0) as stdin:  # the child has its own copy
-                self._process = command("-batch", "-", **_sh_args(stdin, self._out, self._err))
+            self._process = subprocess.Popen([program, "-batch", "-"], stdin=subprocess.PIPE,
+                                             stdout=self._out, stderr=self._err, bufsize=0)
         except BaseException:
-            os.close(self._stdin)
             self._out.close()
             self._err.close()
             raise
@@ -271,8 +275,12 @@ class _BatchProcess:
     def finish(self, script):
         """Writes the lines, closes its input, waits for it; (code, stdout, stderr)."""
         try:
-            with open(self._stdin, "wb", buffering=0) as stdin:
-                stdin.write(script)
+            try:
+                with self._process.stdin as stdin:
+                    stdin.write(script)
+            except BrokenPipeError:  # it died before reading its input
+                self._process.wait()
+                raise
             return _exit_code(self._process), _read(self._out), _read(self._err)
         finally:
             self._out.close()
@@ -290,19 +298,9 @@ def _found(tool):
     return shutil.which(tool) or tool
 
 
-def _sh_args(stdin, out, err):
-    """How sh runs our processes: standard input, output and error are files
-    (sh then needs no pipe and no thread to feed or drain them), any exit code
-    is returned rather than raised, and the wait is ours (see the module doc)."""
-    return dict(_bg=True, _bg_exc=False, _in=stdin, _out=out, _err=err, _ok_code=_ANY_EXIT)
-
-
 def _exit_code(process):
-    try:
-        process.wait()
-    except sh.SignalException as error:
-        return error.exit_code
-    return process.exit_code
+    """Its exit status; minus the signal's number if a signal ended it."""
+    return process.wait()
 
 
 def _read(memory_file):
@@ -318,14 +316,9 @@ def _memory_file(name):
 
 def _kill(process):
     if process is not None:
-        try:
-            process.kill()
-        except ProcessLookupError:
-            pass
+        process.kill()  # nothing happens once it has been reaped
 
 
-_ANY_EXIT = list(range(256))
-_DEVNULL = open(os.devnull, "rb")  # the standard input of queries
 _BATCH_NOTE = re.compile(r"^Command failed .*\n?", re.MULTILINE)
 
 
