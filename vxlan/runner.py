@@ -28,6 +28,8 @@ import subprocess
 import time
 
 import gevent
+import gevent.os
+import gevent.socket
 from gevent.threadpool import ThreadPool
 
 from . import auditlog
@@ -57,7 +59,7 @@ class Ip:
         self._timeout = timeout
         self._pool = ThreadPool(threads)
         self._programs = {}
-        self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
+        self._waiting = {}  # tool -> greenlet whose value is a started `TOOL -batch -`
 
     def run(self, argv, cause=None):
         """Runs one command and returns its standard output."""
@@ -190,21 +192,27 @@ class Ip:
         try:
             return self._feed(tool, waiting, script)
         finally:
-            # the next one starts once this one is done, not competing with it;
-            # concurrent requests start their own, and only one waits
+            # The next one starts once this one is done, and once the request has
+            # answered (a greenlet runs when the request's greenlet waits for the
+            # next request), so that it competes with neither. Concurrent requests
+            # start their own, and only one waits.
             if tool not in self._waiting:
-                self._waiting[tool] = self._pool.spawn(self._start_batch_process, tool)
+                self._waiting[tool] = gevent.spawn(self._start_in_pool, tool)
+
+    def _start_in_pool(self, tool):
+        return self._pool.spawn(self._start_batch_process, tool).get()
 
     def _feed(self, tool, waiting, script):
         failure = ""
         for _ in range(2):
-            process = (waiting or self._pool.spawn(self._start_batch_process, tool)).get()
-            waiting = None
+            if waiting is None:
+                waiting = self._pool.spawn(self._start_batch_process, tool)
+            process, waiting = waiting.get(), None
             if isinstance(process, Exception):  # nothing ran
                 failure = f"could not start {tool}: {process}"
                 continue
             try:
-                return self._wait(self._pool.spawn(process.finish, script), process.kill)
+                return self._wait(gevent.spawn(process.finish, script), process.kill)
             except BrokenPipeError:  # it died while waiting, before reading a line
                 failure = f"{tool} -batch - exited before reading its input"
         return NOT_STARTED, "", failure
@@ -227,7 +235,8 @@ class Ip:
                           lambda: _kill(started.get("process")))
 
     def _wait(self, result, kill):
-        """The result of a pool task running a process, killing it on timeout."""
+        """The result of a task (a greenlet or pool task) that runs a process and
+        waits for it, killing the process on timeout."""
         try:
             return result.get(timeout=self._timeout)
         except gevent.Timeout:
@@ -259,7 +268,11 @@ class Ip:
 
 class _BatchProcess:
     """`TOOL -batch -`, started and waiting for its lines on standard input.
-    Its methods other than kill block: they run in pool threads."""
+
+    It is started in a pool thread (starting blocks), and fed and waited for by
+    the request's greenlet, cooperatively: its input is written without
+    blocking, and its end is seen on a pidfd the event loop watches. So between
+    the request and the kernel there is no thread to wake, only `ip` itself."""
 
     def __init__(self, program):
         self._out = _memory_file("vxlan-out")
@@ -267,22 +280,26 @@ class _BatchProcess:
         try:
             self._process = subprocess.Popen([program, "-batch", "-"], stdin=subprocess.PIPE,
                                              stdout=self._out, stderr=self._err, bufsize=0)
+            self._ended = os.pidfd_open(self._process.pid)  # readable once it has exited
         except BaseException:
             self._out.close()
             self._err.close()
             raise
+        gevent.os.make_nonblocking(self._process.stdin.fileno())
 
     def finish(self, script):
         """Writes the lines, closes its input, waits for it; (code, stdout, stderr)."""
         try:
             try:
                 with self._process.stdin as stdin:
-                    stdin.write(script)
-            except BrokenPipeError:  # it died before reading its input
-                self._process.wait()
-                raise
-            return _exit_code(self._process), _read(self._out), _read(self._err)
+                    while script:
+                        script = script[gevent.os.nb_write(stdin.fileno(), script):]
+            finally:  # also when it died before reading: BrokenPipeError
+                gevent.socket.wait_read(self._ended)  # it exits at the end of its input
+                code = _exit_code(self._process)  # reaps it, without blocking by now
+            return code, _read(self._out), _read(self._err)
         finally:
+            os.close(self._ended)
             self._out.close()
             self._err.close()
 

@@ -21,6 +21,7 @@ import pytest
 import lab  # scripts/lab.py
 from tests import rpc
 from tests.rpc import endpoint_request, network_request, new_id
+from tests.wait import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -226,3 +227,34 @@ def start_join(plugin, results):
     thread = threading.Thread(target=call)
     thread.start()
     return thread, network_id
+
+
+def waiting_batch_processes(pid):
+    """PIDs of the plugin's children that are `ip -batch -`."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        for child in children:
+            argv = cmdline(int(child))
+            if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
+                found.append(int(child))
+    return found
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode() for part in f.read().split(b"\0") if part]
+    except FileNotFoundError:
+        return None
+
+
+def one_waiting(plugin):
+    """The PID of the plugin's `ip -batch -` waiting for the next request (it is
+    started once a request has been answered)."""
+    wait_for(lambda: len(waiting_batch_processes(plugin.process.pid)) == 1)
+    return waiting_batch_processes(plugin.process.pid)[0]
