@@ -745,6 +745,7 @@ class Bench:
         host.stop_plugin()
         host.start_plugin(PLUGIN_ARGS)
         client = PluginClient(host)
+        before = {link["ifname"] for link in host.links()}
         networks_count, per_network, probes = 100, 10, 30
         networks, joins, creates = [], [], []
         memory = {"start": vm_status(host.plugin_pid)}
@@ -771,9 +772,9 @@ class Bench:
                     memory["at_10_endpoints"] = vm_status(host.plugin_pid)
             memory["at_1000_endpoints"] = vm_status(host.plugin_pid)
             probe_ms["at_1000_endpoints"] = probe(networks[-1][0], 100 + networks_count - 1)
-            links = count_links(host)
+            links = count_links(host, before)
         finally:
-            cleanup_s, left = self._scale_cleanup(client, host, networks)
+            cleanup_s, left = self._scale_cleanup(client, host, networks, before)
         memory["after_cleanup"] = vm_status(host.plugin_pid)
         at_10 = statistics.median(probe_ms["at_10_endpoints"])
         at_1000 = statistics.median(probe_ms["at_1000_endpoints"])
@@ -798,7 +799,7 @@ class Bench:
                           and meets("scale_rss_mib", peak_rss) and not any(left.values()))
         self.results["scale"] = figures
 
-    def _scale_cleanup(self, client, host, networks):
+    def _scale_cleanup(self, client, host, networks, before):
         """DeleteEndpoint for every endpoint (4 clients at once), DeleteNetwork for every
         network; returns the seconds it took and the macvlan/vxlan links left over."""
         def delete_network(item):
@@ -810,7 +811,7 @@ class Bench:
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(delete_network, networks))
-        return time.perf_counter() - started, count_links(host)
+        return time.perf_counter() - started, count_links(host, before)
 
     # -- report ---------------------------------------------------------------------------------
 
@@ -835,11 +836,12 @@ class Bench:
         }
 
 
-def count_links(host):
-    """macvlan and vxlan links in a host's network namespace, but the reference's
-    hand-made parent."""
+def count_links(host, before=()):
+    """macvlan and vxlan links in a host's network namespace, but those named in
+    BEFORE (links from before a section: the reference's hand-made parent, the
+    lingering vxlan of the plugin's network)."""
     kinds = collections.Counter(kind_of(link) for link in host.links()
-                                if link["ifname"] != REFERENCE_PARENT)
+                                if link["ifname"] not in before)
     return {kind: kinds[kind] for kind in ("macvlan", "vxlan")}
 
 
