@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from .driver import VXLAN_LINGER
 from .errors import PluginError
 from .runner import COMMAND_TIMEOUT
 from .options import InterfaceName, options_table_markdown
@@ -31,6 +32,17 @@ def _interface_name(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid interface name {text!r}: expected {InterfaceName.accepted}") from None
+
+
+def _seconds(text):
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"invalid number of seconds {text!r}: expected a number, 0 or more")
+    return seconds
 
 
 def _add_vtepdev(parser):
@@ -70,6 +82,11 @@ def _add_daemon_flags(parser):
                         help="at Join, ask the VXLAN whether another host holds the "
                              "container's address, wait SECONDS for an answer, and fail the "
                              "Join if one comes (local scope; default: off)")
+
+    parser.add_argument("--vxlan-linger", type=_seconds, default=VXLAN_LINGER,
+                        metavar="SECONDS", help="keep a network's vxlan this long after its "
+                        "last container on this host leaves, for the next one; 0 deletes it "
+                        f"with the last container (default: {VXLAN_LINGER:g})")
 
 
 def _probe_wait(text):
@@ -199,7 +216,8 @@ def main(argv=None):
     except PluginError as error:
         raise SystemExit(f"docker-vxlan-plugin: {error}") from None
     driver = Driver(ip, docker, StateStore(args.state_dir), scope=args.scope,
-                    vtepdev=args.vtepdev, announcer=Announcer() if args.announce else None,
+                    vtepdev=args.vtepdev, vxlan_linger=args.vxlan_linger,
+                    announcer=Announcer() if args.announce else None,
                     prober=DuplicateProbe(args.probe_duplicates) if args.probe_duplicates
                     else None)
     recovery.load(driver)
@@ -244,7 +262,7 @@ def explain_main(argv):
     endpoint_ids = args.endpoint_id + list(EXAMPLE_ENDPOINT_IDS[len(args.endpoint_id):])
     addresses = args.address + [None] * (2 - len(args.address))
     try:
-        steps = explain(raw, args.vtepdev, Ip().links(), args.network_id,
+        steps = explain(raw, args.vtepdev, Ip(), args.network_id,
                         list(zip(endpoint_ids, addresses)), Announcer())
     except PluginError as error:
         print(f"explain: {error}", file=sys.stderr)

@@ -10,12 +10,16 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
                     (probe.py); after the answer, announce the addresses (announce.py)
     Leave           nothing: Docker moves the macvlan back to the host itself
     DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
+                    --vxlan-linger seconds later, in the background (at once with 0)
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
-The plugin deletes only links it created or adopted (commands.mark_owned marks them), and
-keeps the options in state.py because Join does not carry them. Those records are a
-cache of what Docker knows: a network missing from them is asked of Docker, and a
-vxlan is never deleted because of an absence in them alone (see recovery.py).
+A Join while the vxlan lingers keeps it. The plugin deletes only links it created
+or adopted (commands.mark_owned marks them), and keeps the options in state.py
+because Join does not carry them. A request writes the state before it changes
+the host, so a state directory that cannot be written fails it with nothing done.
+Those records are a cache of what Docker knows: a network missing from them is
+asked of Docker, and a vxlan is never deleted because of an absence in them
+alone (see recovery.py).
 """
 
 import hashlib
@@ -25,16 +29,19 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+import gevent
 from gevent.lock import RLock
 
 from . import commands as cmd
 from . import underlay
 from .allocations import Allocations
+from .auditlog import request_context
 from .errors import CommandError, DockerLookupError, OptionError, PluginError
 from .options import parse_options
 
 log = logging.getLogger("vxlan.driver")
 VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
+VXLAN_LINGER = 60.0  # seconds a vxlan outlives its network's last container here
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,8 @@ class Endpoint:
 
 
 class Driver:
-    def __init__(self, ip, docker, state, scope="local", vtepdev=None, announcer=None,
-                 prober=None):
+    def __init__(self, ip, docker, state, scope="local", vtepdev=None,
+                 vxlan_linger=VXLAN_LINGER, announcer=None, prober=None):
         self.ip = ip
         self.docker = docker
         self.state = state
@@ -80,9 +87,11 @@ class Driver:
         self.vtepdev = vtepdev
         self.announcer = announcer  # announce.Announcer, or None (--no-announce)
         self.prober = prober  # probe.DuplicateProbe, or None (the default)
+        self.vxlan_linger = vxlan_linger
         self.networks = {}
         self.endpoints = {}
         self.vxlans_here = set()  # IDs of networks whose vxlan exists on this host
+        self.idle_vxlans = {}  # network ID -> the greenlet that will delete its unused vxlan
         # network ID -> why its records cannot be used: its requests are refused
         # with that message, and its links left alone
         self.held = {}
@@ -105,7 +114,7 @@ class Driver:
         network = Network(network_id, net_options, gateways.get(4), gateways.get(6),
                           bool((options or {}).get("com.docker.network.internal")))
         with self._create_lock:
-            check_host(network, self.ip.links(), self.networks.values())
+            check_host(network, self.ip, self.networks.values())
             self.state.save("networks", network_id, network.record())
             self.networks[network_id] = network
 
@@ -126,14 +135,14 @@ class Driver:
     def delete_network(self, network_id):
         self._refuse_if_held(network_id)
         with self.network_locks[network_id]:
-            network = self.networks.get(network_id)
-            if network and network_id in self.vxlans_here:
-                self.delete_links([cmd.link_delete(network.link)])
-                self.vxlans_here.discard(network_id)
             for endpoint in self.endpoints_of(network_id):
                 self.forget_endpoint(endpoint.id)
             self.state.delete("networks", network_id)
-            self.networks.pop(network_id, None)
+            network = self.networks.pop(network_id, None)
+            self._keep_vxlan(network_id)
+            if network and network_id in self.vxlans_here:
+                self.delete_links([cmd.link_delete(network.link)])
+                self.vxlans_here.discard(network_id)
         self.network_locks.pop(network_id, None)
 
     def create_endpoint(self, network_id, endpoint_id, interface):
@@ -155,6 +164,7 @@ class Driver:
         network = self._network(network_id)
         endpoint = self._endpoint(endpoint_id)
         with self.network_locks[network_id]:
+            self._keep_vxlan(network_id)
             self._create_links(network, endpoint)
         if self.prober and self.scope == "local" and endpoint.addresses:
             self._refuse_duplicates(network, endpoint)
@@ -172,14 +182,60 @@ class Driver:
     def delete_endpoint(self, network_id, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
         with self.network_locks[network_id]:
-            others = [e for e in self.endpoints_of(network_id) if e.id != endpoint_id]
-            network = self.networks.get(network_id)
-            last = (network is not None and not others and network_id in self.vxlans_here
-                    and network_id not in self.unconfirmed)
-            self.delete_links(delete_endpoint_commands(network, endpoint, last))
-            if last:
-                self.vxlans_here.discard(network_id)
             self.forget_endpoint(endpoint_id)
+            network = self.networks.get(network_id)
+            # a network whose endpoint records may be incomplete keeps its vxlan
+            # until Docker confirms (recovery.py)
+            last = (network is not None and network_id in self.vxlans_here
+                    and not self.endpoints_of(network_id)
+                    and network_id not in self.unconfirmed)
+            now = last and not self.vxlan_linger
+            self.delete_links(delete_endpoint_commands(network, endpoint, now))
+            if now:
+                self.vxlans_here.discard(network_id)
+            elif last:
+                self.vxlan_unused(network_id)
+
+    # --- the vxlan's life after its last container ---------------------------
+
+    def vxlan_unused(self, network_id):
+        """No endpoint here uses the network's vxlan any more: deletes it in
+        --vxlan-linger seconds, in the background, unless a container joins
+        first (at once with 0). Called with the network's lock held."""
+        self._keep_vxlan(network_id)
+        if self.vxlan_linger:
+            self.idle_vxlans[network_id] = gevent.spawn_later(
+                self.vxlan_linger, self._delete_idle_vxlan, network_id)
+        else:
+            self._delete_vxlan(network_id, "its network has no container on this host")
+
+    def _keep_vxlan(self, network_id):
+        """Cancels a pending deletion (Join, DeleteNetwork). A deletion already
+        running holds the network's lock: the caller has waited for its end."""
+        timer = self.idle_vxlans.pop(network_id, None)
+        if timer is not None:
+            timer.kill(block=False)
+
+    def _delete_idle_vxlan(self, network_id):
+        request_context.set({"network": network_id})  # no request: the log names the network
+        with self.network_locks[network_id]:
+            if self.idle_vxlans.get(network_id) is not gevent.getcurrent():
+                return  # cancelled while it waited for the lock
+            del self.idle_vxlans[network_id]
+            if self.endpoints_of(network_id):
+                return
+            try:
+                self._delete_vxlan(network_id, f"its network has had no container on this host "
+                                               f"for {self.vxlan_linger:g} s (--vxlan-linger)")
+            except PluginError as error:  # the vxlan stays; DeleteNetwork deletes it
+                log.error("could not delete the unused vxlan of network %s: %s",
+                          network_id[:12], error)
+
+    def _delete_vxlan(self, network_id, cause):
+        network = self.networks.get(network_id)
+        if network is not None and network_id in self.vxlans_here:
+            self.delete_links([cmd.link_delete(network.link)], cause)
+            self.vxlans_here.discard(network_id)
 
     # --- what runs --------------------------------------------------------------
 
@@ -284,16 +340,16 @@ class Driver:
             except CommandError:
                 pass  # logged by the runner; the original error is what the user needs
 
-    def delete_links(self, commands):
+    def delete_links(self, commands, cause=None):
         """Deletes links; one that is already gone is not an error."""
         try:
-            self.ip.batch(commands)
+            self.ip.batch(commands, cause)
         except CommandError as error:
             if "Cannot find device" not in error.stderr:
                 raise
             rest = commands[len(error.done) + 1:]
             if rest:
-                self.delete_links(rest)
+                self.delete_links(rest, cause)
 
     # --- lookups ------------------------------------------------------------------
 
@@ -468,6 +524,13 @@ class Driver:
                 if not confirmed(network_id) or (network_id in self.networks
                                                  and self.endpoints_of(network_id)):
                     continue
+                if network_id in self.networks:
+                    # a known network's: it lingers as after its last container
+                    if network_id not in self.idle_vxlans:
+                        self.vxlan_unused(network_id)
+                        if not self.vxlan_linger:
+                            removed.append(name)
+                    continue
                 self.delete_links([cmd.link_delete(name)])
                 self.vxlans_here.discard(network_id)
             removed.append(name)
@@ -488,16 +551,18 @@ class Driver:
         self.endpoints.pop(endpoint_id, None)
 
 
-def check_host(network, links, known_networks):
-    """Refuses a network that cannot work on this host, before anything is made."""
+def check_host(network, ip, known_networks):
+    """Refuses a network that cannot work on this host, before anything is made.
+    What it asks the kernel does not grow with the host's containers: the VTEP
+    device's MTU, the link of the vxlan's name if there is one, and the vxlans."""
     options = network.options
-    by_name = {link["ifname"]: link for link in links}
     vtepdev = options.get("VtepDev")
-    if vtepdev and vtepdev not in by_name:
+    vtep_mtu = ip.mtu(vtepdev) if vtepdev else None
+    if vtepdev and vtep_mtu is None:
         raise OptionError(f"option VtepDev={vtepdev}: no such device on this host")
     mtu = options.get("vxlanMTU")
     if mtu:
-        underlay_mtu, what = ((by_name[vtepdev]["mtu"], vtepdev + "'s MTU") if vtepdev else
+        underlay_mtu, what = ((vtep_mtu, vtepdev + "'s MTU") if vtepdev else
                               (underlay.path_mtu(options.peers), "the MTU of the route to Peers"))
         overhead = VXLAN_OVERHEAD[_underlay_family(options)]
         if underlay_mtu and mtu > underlay_mtu - overhead:
@@ -514,14 +579,13 @@ def check_host(network, links, known_networks):
                 options.get("VxlanId"), options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: already used by "
                               f"network {other.id[:12]} on this host")
-    existing = by_name.get(network.link)
+    existing = ip.link(network.link)
     if existing and not is_network_link(existing, network):
         raise OptionError(f"a link named {network.link} already exists on this host and was "
                           "not created by docker-vxlan-plugin; choose another vxlanName")
-    for link in links:
+    for link in ip.links("vxlan"):
         data = cmd.data_of(link)
-        if (cmd.kind_of(link) == "vxlan" and link is not existing
-                and data.get("id") == options.get("VxlanId")
+        if (link["ifname"] != network.link and data.get("id") == options.get("VxlanId")
                 and data.get("port") == options.get("Port")):
             raise OptionError(f"option VxlanId={options.get('VxlanId')}: the vxlan "
                               f"{link['ifname']} on this host already uses that VNI and port")
@@ -566,17 +630,19 @@ def remote_peers(network):
     return underlay.remote(network.options.peers)
 
 
-def delete_endpoint_commands(network, endpoint, last):
-    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here."""
-    return [cmd.link_delete(endpoint.link)] + ([cmd.link_delete(network.link)] if last else [])
+def delete_endpoint_commands(network, endpoint, with_vxlan):
+    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here
+    when it does not linger (--vxlan-linger 0)."""
+    return [cmd.link_delete(endpoint.link)] + (
+        [cmd.link_delete(network.link)] if with_vxlan else [])
 
 
-def explain(raw_options, vtepdev, links, network_id, endpoints, announcer):
+def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
     """[(step, commands)] the plugin would run for such a network on this host;
     a command is an argv list, or the line of an announcement (announce.py).
     ENDPOINTS: (ID, IPv4 address or None) of the first and a further container."""
     network = Network(network_id, parse_options(raw_options, vtepdev))
-    check_host(network, links, [])
+    check_host(network, ip, [])
     first, second = (Endpoint(endpoint_id, network_id,
                               _choose_mac(endpoint_id, {"Address": address} if address else {}),
                               _addresses({"Address": address} if address else {}))
@@ -592,7 +658,9 @@ def explain(raw_options, vtepdev, links, network_id, endpoints, announcer):
         ("a container is removed (DeleteEndpoint)",
          delete_endpoint_commands(network, second, False)),
         ("the last container here is removed (DeleteEndpoint)",
-         delete_endpoint_commands(network, first, True)),
+         delete_endpoint_commands(network, first, False)),
+        ("no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
+         "DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),
         ("docker network rm, if a vxlan is still here (DeleteNetwork)",
          [cmd.link_delete(network.link)]),
     ]

@@ -27,3 +27,7 @@ class CommandError(PluginError):
 
 class DockerLookupError(PluginError):
     """Docker's API did not answer what we asked for in time."""
+
+
+class StateError(PluginError):
+    """The state directory could not be written (full, read-only, gone)."""

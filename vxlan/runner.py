@@ -16,11 +16,14 @@ used (it polls, adding ~100 ms to every command): a gevent timeout kills the
 child instead.
 """
 
+import fcntl
 import json
 import os
 import re
 import shlex
 import shutil
+import socket
+import struct
 import time
 
 import gevent
@@ -57,13 +60,14 @@ class Ip:
         self._tools = {}
         self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
 
-    def run(self, argv):
+    def run(self, argv, cause=None):
         """Runs one command and returns its standard output."""
-        return self.batch([argv])
+        return self.batch([argv], cause)
 
-    def batch(self, commands):
+    def batch(self, commands, cause=None):
         """Runs the commands in order, stopping at the first that fails, and
-        returns the standard output of the last process.
+        returns the standard output of the last process. `cause` says in the
+        command log why they run, where no request explains it.
 
         On failure raises CommandError whose `.done` lists the commands that
         may have taken effect (all of a batch that was killed), so that the
@@ -73,7 +77,7 @@ class Ip:
         stdout = ""
         for group in _groups(commands):
             try:
-                stdout = self._run_group(group)
+                stdout = self._run_group(group, cause)
             except CommandError as error:
                 error.done = done + group[:error.failed_index]
                 raise
@@ -81,7 +85,10 @@ class Ip:
         return stdout
 
     def link(self, name):
-        """`ip -d -j link show dev NAME` as a dict, or None if there is no such link."""
+        """`ip -d -j link show dev NAME` as a dict, or None if there is no such link
+        (known without a process, when the kernel has no link of that name)."""
+        if self.mtu(name) is None:
+            return None
         try:
             output = self.run(cmd.show_link(name))
         except CommandError as error:
@@ -94,6 +101,19 @@ class Ip:
     def links(self, kind=None):
         """Every link on this host (or every link of one kind, e.g. vxlan) as dicts."""
         return json.loads(self.run(cmd.show_links(kind)) or "[]")
+
+    def mtu(self, name):
+        """The MTU of link NAME, or None if there is no such link: one system call
+        (SIOCGIFMTU) in this network namespace, where `ip` would cost a process."""
+        encoded = name.encode(errors="replace")
+        if len(encoded) >= 16 or b"\0" in encoded:  # the kernel would read another name
+            return None
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                answer = fcntl.ioctl(probe, _SIOCGIFMTU, struct.pack(_IFREQ, encoded, 0))
+        except OSError:
+            return None
+        return struct.unpack(_IFREQ, answer)[1]
 
     def check_tools(self):
         """Raises CommandError with one sentence unless `ip` and `bridge` are
@@ -120,13 +140,13 @@ class Ip:
             if isinstance(process, _BatchProcess):
                 process.finish(b"")
 
-    def _run_group(self, group):
+    def _run_group(self, group, cause):
         tool = group[0][0]
         lines = [shlex.join(argv) for argv in group]
         batches = [None] if len(group) == 1 else [
             {"index": i + 1, "size": len(group)} for i in range(len(group))]
         for line, batch in zip(lines, batches):
-            auditlog.started(line, batch)
+            auditlog.started(line, batch, cause)
         started = time.monotonic()
         if _batchable(group[0]):
             code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group])
@@ -142,13 +162,13 @@ class Ip:
         for index, (line, batch) in enumerate(zip(lines, batches)):
             if killed:
                 auditlog.finished(line, batch, f"{_status(code)}, {auditlog.MAY_HAVE_RUN}",
-                                  duration, stderr)
+                                  duration, stderr, cause)
             elif failed_index is None or index < failed_index:
-                auditlog.finished(line, batch, "ok", duration)
+                auditlog.finished(line, batch, "ok", duration, cause=cause)
             elif index == failed_index:
-                auditlog.finished(line, batch, _status(code), duration, stderr)
+                auditlog.finished(line, batch, _status(code), duration, stderr, cause)
             else:
-                auditlog.finished(line, batch, "not run", 0)
+                auditlog.finished(line, batch, "not run", 0, cause=cause)
         if killed:
             what = (f"`{lines[0]}`" if len(lines) == 1 else
                     f"`{tool} -batch -` with {len(lines)} commands ({'; '.join(lines)})")
@@ -302,6 +322,8 @@ def _kill(process):
 
 _ANY_EXIT = list(range(256))
 _DEVNULL = open(os.devnull, "rb")  # the standard input of queries
+_SIOCGIFMTU = 0x8921
+_IFREQ = "16si20x"  # struct ifreq: the name, then ifr_mtu in a 24-byte union
 _BATCH_NOTE = re.compile(r"^Command failed .*\n?", re.MULTILINE)
 
 

@@ -4,9 +4,13 @@ per endpoint and per swarm allocation (allocations.py) under --state-dir.
 Docker never replays CreateNetwork after a plugin restart, and CreateEndpoint
 and Join do not carry the network's options, so the options validated at
 CreateNetwork are kept here. Files are replaced atomically (write, fsync,
-rename), so a crash leaves either the old or the new record. A file that cannot
-be read is reported in the log and skipped, never fatal; so is a file whose name
-is not ID.json (an editor's backup, a note), which is left where it is.
+rename, fsync the folder), so a crash leaves either the old or the new record.
+Writes and deletions run in a thread, never on the event loop: an fsync can
+take as long as the disk likes, and other requests go on meanwhile. One that
+fails (a full or read-only disk) raises StateError and leaves no stray file. A
+file that cannot be read at start is reported in the log and skipped, never
+fatal; so is a file whose name is not ID.json (an editor's backup, a note),
+which is left where it is.
 
 Each record carries the number of its format (FORMAT). Records of an older
 format (none before 1) are read; one of a newer format, written by a newer
@@ -19,6 +23,10 @@ import os
 import re
 import tempfile
 from typing import NamedTuple
+
+import gevent
+
+from .errors import StateError
 
 log = logging.getLogger("vxlan.state")
 _ID = re.compile(r"^[0-9A-Za-z]+\Z")
@@ -39,18 +47,21 @@ class StateStore:
             os.makedirs(os.path.join(root, kind), mode=0o700, exist_ok=True)
 
     def save(self, kind, record_id, record):
-        folder = os.path.join(self.root, kind)
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".tmp-", delete=False) as f:
-            json.dump({**record, "format": FORMAT}, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, self._path(kind, record_id))
+        path = self._path(kind, record_id)
+        data = json.dumps({**record, "format": FORMAT}, sort_keys=True)
+        try:
+            _off_the_loop(_write_durably, path, data)
+        except OSError as error:
+            raise StateError(f"cannot record {_what(kind, record_id)} in {self.root}: "
+                             f"{error.strerror or error}") from None
 
     def delete(self, kind, record_id):
+        path = self._path(kind, record_id)
         try:
-            os.unlink(self._path(kind, record_id))
-        except FileNotFoundError:
-            pass
+            _off_the_loop(_unlink, path)
+        except OSError as error:
+            raise StateError(f"cannot forget {_what(kind, record_id)} in {self.root}: "
+                             f"{error.strerror or error}") from None
 
     def load_all(self, kind, tidy=True):
         """The records of one kind (Loaded): every readable one, and which were
@@ -91,3 +102,46 @@ class StateStore:
         if not _ID.match(record_id):
             raise ValueError(f"not an ID: {record_id!r}")
         return os.path.join(self.root, kind, record_id + ".json")
+
+
+def _what(kind, record_id):
+    return f"{kind[:-1]} {record_id[:12]}"  # "network 4e7d0c1f2b3a"
+
+
+def _off_the_loop(function, *args):
+    """Runs FUNCTION in gevent's thread pool; the calling greenlet waits, the
+    event loop does not."""
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
+def _write_durably(path, data):
+    folder = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")  # mode 0600
+    try:
+        with open(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_folder(folder)  # the rename itself survives a power cut
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

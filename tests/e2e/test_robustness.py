@@ -13,7 +13,9 @@ import pytest
 from demo import network_field, plugin_links  # scripts/demo.py
 from lab import IMAGE  # scripts/lab.py
 from tests.wait import wait_for
-PLUGIN_ARGS = ["--vtepdev", "eth0"]
+# The vxlan goes with the last container here, as in the Go original, so that each
+# test sees its links go (the default lingers: tests/e2e/test_linger.py).
+PLUGIN_ARGS = ["--vtepdev", "eth0", "--vxlan-linger", "0"]
 
 
 @pytest.fixture

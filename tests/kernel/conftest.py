@@ -21,6 +21,7 @@ import pytest
 import lab  # scripts/lab.py
 from tests import rpc
 from tests.rpc import endpoint_request, network_request, new_id
+from tests.wait import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # every option, none at its default (vxall on eth0, 192.0.2.1)
@@ -179,19 +180,21 @@ def create_and_join(plugin, options, address="10.42.0.2/24", mac=""):
 
 
 SLOW_IP = """#!{python}
-# ip, made slow while the flag file exists (to hold a request inside a command).
-# `ip -batch -` is started ahead of need, so it is slow once its input arrives.
+# ip, held back while the flag file exists, for at most SECONDS (to hold a request
+# inside a command). `ip -batch -` is started ahead of need, so it is held once
+# its input arrives.
 import os, select, sys, time
 if sys.argv[1:3] == ["-batch", "-"]:
     select.select([0], [], [])
-if os.path.exists({flag!r}):
-    time.sleep({seconds})
+deadline = time.monotonic() + {seconds}
+while os.path.exists({flag!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)
 os.execv({real_ip!r}, ["ip"] + sys.argv[1:])
 """
 
 
 def slow_ip_env(workdir, seconds):
-    """PATH with an `ip` that sleeps while WORKDIR/slow exists."""
+    """PATH with an `ip` that waits while WORKDIR/slow exists (at most SECONDS)."""
     bindir = os.path.join(workdir, "bin")
     os.makedirs(bindir)
     real_ip = next(p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
@@ -206,8 +209,8 @@ def slow_ip_env(workdir, seconds):
 
 @pytest.fixture
 def slow_plugin(netns, workdir):
-    """start(seconds, *flags): the plugin, whose `ip` sleeps SECONDS once
-    start_join has begun; stopped after the test."""
+    """start(seconds, *flags): the plugin, whose `ip` waits up to SECONDS while
+    WORKDIR/slow exists (start_join makes it); stopped after the test."""
     started = []
 
     def start(seconds, *flags):
@@ -235,3 +238,34 @@ def start_join(plugin, results):
     thread = threading.Thread(target=call)
     thread.start()
     return thread, network_id
+
+
+def waiting_batch_processes(pid):
+    """PIDs of the plugin's children that are `ip -batch -`."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        for child in children:
+            argv = cmdline(int(child))
+            if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
+                found.append(int(child))
+    return found
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode() for part in f.read().split(b"\0") if part]
+    except FileNotFoundError:
+        return None
+
+
+def one_waiting(plugin):
+    """The PID of the plugin's `ip -batch -` waiting for the next request (it is
+    started once a request has been answered)."""
+    wait_for(lambda: len(waiting_batch_processes(plugin.process.pid)) == 1)
+    return waiting_batch_processes(plugin.process.pid)[0]

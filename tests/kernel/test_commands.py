@@ -10,37 +10,8 @@ import time
 
 from lab import alive  # scripts/lab.py
 from tests.kernel.conftest import (create_and_join, endpoint_request, join, network_request,
-                                   new_id)
+                                   new_id, one_waiting, waiting_batch_processes)
 from tests.wait import wait_for
-
-
-def waiting_batch_processes(pid):
-    """PIDs of the plugin's children that are `ip -batch -`."""
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                children = f.read().split()
-        except FileNotFoundError:  # a thread that ended meanwhile
-            continue
-        for child in children:
-            argv = cmdline(int(child))
-            if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
-                found.append(int(child))
-    return found
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [part.decode() for part in f.read().split(b"\0") if part]
-    except FileNotFoundError:
-        return None
-
-
-def one_waiting(plugin):
-    wait_for(lambda: len(waiting_batch_processes(plugin.process.pid)) == 1)
-    return waiting_batch_processes(plugin.process.pid)[0]
 
 
 def join_commands(plugin, endpoint_id):

@@ -191,8 +191,9 @@ class Served:
 
     def join_and_remove(self, network_id):
         """A container on an accepted network: it joins (or the kernel refuses a
-        value, and what the Join made is undone) and is removed; the host ends
-        as it was, and only plain words reached ip and bridge."""
+        value, and what the Join made is undone) and is removed, then the network
+        (the vxlan outlives its last container); the host ends as it was, and only
+        plain words reached ip and bridge."""
         endpoint_id = new_id()
         self.plugin.ok("CreateEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id,
                                           "Interface": {"Address": "10.42.0.2/24"}})
@@ -205,6 +206,7 @@ class Served:
         else:
             assert "internal error" not in answer["Err"], answer
         self.plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        self.plugin.ok("DeleteNetwork", {"NetworkID": network_id})
         self.check_plain_commands(mark)
 
     def check_still_fine(self, mark):

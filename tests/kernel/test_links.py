@@ -119,19 +119,21 @@ def test_vxlan_lives_while_endpoints_do(plugin, netns):
 def test_command_log_holds_exact_replayable_commands(plugin, netns):
     network_id, endpoint_id, _, _ = create_and_join(plugin, {"VxlanId": "13"})
     plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     records = plugin.audit()
-    runs = [r for r in records if r["event"] == "run" and r.get("rpc") in ("Join", "DeleteEndpoint")]
+    runs = [r for r in records if r["event"] == "run"
+            and r.get("rpc") in ("Join", "DeleteEndpoint", "DeleteNetwork")]
     results = [r for r in records if r["event"] == "result" and r.get("rpc") == "Join"]
     vxlan = "vx_" + network_id[:12]
-    assert [r["cmd"] for r in runs] == [
-        f"ip link add {vxlan} type vxlan id 13 dev eth0 dstport 4789",
-        f"ip link set dev {vxlan} alias docker-vxlan-plugin:{network_id} up",
-        f"ip link add macvlan_{endpoint_id[:7]} link {vxlan} address 02:42:0a:2a:00:02 "
-        "type macvlan mode bridge",
-        f"ip link delete dev macvlan_{endpoint_id[:7]}",
-        f"ip link delete dev {vxlan}"]
+    assert [(r["rpc"], r["cmd"]) for r in runs] == [
+        ("Join", f"ip link add {vxlan} type vxlan id 13 dev eth0 dstport 4789"),
+        ("Join", f"ip link set dev {vxlan} alias docker-vxlan-plugin:{network_id} up"),
+        ("Join", f"ip link add macvlan_{endpoint_id[:7]} link {vxlan} "
+                 "address 02:42:0a:2a:00:02 type macvlan mode bridge"),
+        ("DeleteEndpoint", f"ip link delete dev macvlan_{endpoint_id[:7]}"),
+        ("DeleteNetwork", f"ip link delete dev {vxlan}")]  # it outlived its last container
     assert all(r["network"] == network_id for r in runs)
-    assert all(r["endpoint"] == endpoint_id for r in runs)
+    assert all(r["endpoint"] == endpoint_id for r in runs if r["rpc"] != "DeleteNetwork")
     assert all(r["status"] == "ok" and r["duration_ms"] > 0 for r in results)
     assert f"run ip link add {vxlan} type vxlan id 13" in plugin.log()
 
@@ -237,3 +239,14 @@ def test_peers_without_a_vtep_device_get_the_underlays_mtu(netns, workdir, peer,
         assert netns.link(joined["InterfaceName"]["SrcName"])["mtu"] == 1400 - overhead
     finally:
         plugin.stop()
+
+
+def test_create_network_asks_the_kernel_only_for_vxlans(plugin, netns):
+    # CreateNetwork's cost must not grow with the host's containers (their macvlans):
+    # the VTEP device's MTU is a system call, and only vxlans are listed.
+    netns.ip("link", "add", "mv0", "link", "eth0", "type", "macvlan")
+    network_id = new_id()
+    plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "24",
+                                                            "vxlanMTU": "1400"}))
+    assert [r["cmd"] for r in plugin.audit() if r["event"] == "run"
+            and r.get("network") == network_id] == ["ip -d -j link show type vxlan"]

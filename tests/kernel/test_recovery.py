@@ -52,6 +52,8 @@ def test_sigkill_and_restart_keeps_networks_and_endpoints(plugin, netns):
     assert {vxlan, "macvlan_" + first[:7], "macvlan_" + second[:7]} <= netns.link_names()
     for endpoint in (first, second):
         plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint})
+    assert netns.link_names() == {"lo", "eth0", vxlan}  # it lingers for the next container
+    plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     assert netns.link_names() == {"lo", "eth0"}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests import rpc
 from tests.kernel.conftest import (REPO, Plugin, create_and_join, endpoint_request,
-                                   network_request, new_id, start_join)
+                                   network_request, new_id, one_waiting, start_join)
 
 def test_requests_are_served_while_a_command_runs(slow_plugin):
     plugin = slow_plugin(3)
@@ -121,8 +121,10 @@ def test_commands_leave_no_open_files_behind(plugin):
             plugin.ok("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
             plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
     cycle(5)  # threads and pools warmed up
+    one_waiting(plugin)  # the next `ip -batch -` and its files are there
     before = open_files(plugin.process.pid)
     cycle(30)  # 60 commands
+    one_waiting(plugin)
     assert open_files(plugin.process.pid) <= before + 2
 
 

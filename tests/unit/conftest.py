@@ -16,15 +16,17 @@ EP2 = "2" * 64
 
 
 class RecordingIp:
-    """Stands in for runner.Ip: records commands, keeps the link names they make,
-    and fails the first command that contains `fail_on`."""
+    """Stands in for runner.Ip: records commands (and the cause of those that no
+    request explains), keeps the link names they make, and fails the first
+    command that contains `fail_on`."""
 
     def __init__(self, links=()):
         self.commands = []
+        self.causes = {}
         self.existing = {link["ifname"]: link for link in links}
         self.fail_on = None
 
-    def batch(self, commands):
+    def batch(self, commands, cause=None):
         for index, argv in enumerate(commands):
             line = " ".join(argv)
             if self.fail_on and self.fail_on in line:
@@ -33,14 +35,16 @@ class RecordingIp:
                 error.done = commands[:index]
                 raise error
             self.commands.append(line)
+            if cause:
+                self.causes[line] = cause
             if argv[:3] == ["ip", "link", "add"]:
                 self.existing[argv[3]] = {"ifname": argv[3], "mtu": 1500}
             if argv[:3] == ["ip", "link", "delete"]:
                 self.existing.pop(argv[4], None)
         return ""
 
-    def run(self, argv):
-        return self.batch([argv])
+    def run(self, argv, cause=None):
+        return self.batch([argv], cause)
 
     def links(self, kind=None):
         return [link for link in self.existing.values()
@@ -48,6 +52,9 @@ class RecordingIp:
 
     def link(self, name):
         return self.existing.get(name)
+
+    def mtu(self, name):
+        return self.existing[name]["mtu"] if name in self.existing else None
 
 
 class FakeDocker:
@@ -97,6 +104,7 @@ def ip():
 
 @pytest.fixture
 def driver(ip, tmp_path):
-    made = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
+    """A driver that deletes a vxlan with its last endpoint (--vxlan-linger 0)."""
+    made = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0", vxlan_linger=0)
     recovery.load(made)
     return made

@@ -25,6 +25,7 @@ def test_defaults():
     assert not serve_parser().parse_args(["--no-announce"]).announce
     assert args.probe_duplicates == 0  # off
     assert serve_parser().parse_args(["--probe-duplicates", "0.2"]).probe_duplicates == 0.2
+    assert args.vxlan_linger == 60
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -35,11 +36,20 @@ def test_defaults():
                                   "seconds above 0 and at most 5, such as 0.2"),
     (["--probe-duplicates", "soon"], "invalid wait 'soon'"),
     (["--probe-duplicates", "30"], "invalid wait '30'"),
+    (["--vxlan-linger", "-1"], "argument --vxlan-linger: invalid number of seconds '-1': "
+                               "expected a number, 0 or more"),
+    (["--vxlan-linger", "soon"], "invalid number of seconds 'soon'"),
+    (["--vxlan-linger", "nan"], "invalid number of seconds 'nan'"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         serve_parser().parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_vxlan_linger_takes_seconds_and_zero():
+    assert serve_parser().parse_args(["--vxlan-linger", "0"]).vxlan_linger == 0
+    assert serve_parser().parse_args(["--vxlan-linger", "2.5"]).vxlan_linger == 2.5
 
 
 def test_options_subcommand_prints_the_table(capsys):

@@ -3,6 +3,7 @@ which commands each RPC runs, in what order, and what it answers."""
 
 import os
 
+import gevent
 import pytest
 
 from tests.unit.conftest import EP1, EP2, ETH0, NET, NET2, FakeDocker, RecordingIp, inspect
@@ -50,7 +51,7 @@ def test_second_join_creates_only_a_macvlan(driver, ip):
                            "address 02:00:00:00:00:02 type macvlan mode bridge"]
 
 
-def test_vxlan_goes_with_the_last_endpoint(driver, ip):
+def test_vxlan_goes_with_the_last_endpoint_without_linger(driver, ip):
     create(driver)
     for endpoint in (EP1, EP2):
         driver.create_endpoint(NET, endpoint, {"Address": "10.0.0." + endpoint[0] + "/24"})
@@ -64,6 +65,54 @@ def test_vxlan_goes_with_the_last_endpoint(driver, ip):
     ip.commands.clear()
     driver.delete_network(NET)
     assert ip.commands == []  # the vxlan is already gone
+
+
+LINGER = 0.2  # seconds; the tests wait for it with gevent.sleep, which runs the timers
+
+
+@pytest.fixture
+def lingering(ip, tmp_path):
+    """A driver whose vxlans outlive their last endpoint by LINGER seconds, with
+    network NET and endpoint EP1 joined."""
+    made = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                  vxlan_linger=LINGER)
+    create(made)
+    made.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
+    made.join(NET, EP1)
+    ip.commands.clear()
+    yield made
+    for timer in made.idle_vxlans.values():
+        timer.kill()
+
+
+def test_vxlan_outlives_its_last_endpoint_then_goes_with_its_cause(lingering, ip):
+    lingering.delete_endpoint(NET, EP1)
+    assert ip.commands == ["ip link delete dev macvlan_1111111"]
+    assert NET in lingering.vxlans_here
+    gevent.sleep(LINGER * 3)
+    assert ip.commands[1:] == ["ip link delete dev vx_aaaaaaaaaaaa"]
+    assert "--vxlan-linger" in ip.causes["ip link delete dev vx_aaaaaaaaaaaa"]
+    assert NET not in lingering.vxlans_here and not lingering.idle_vxlans
+
+
+def test_join_while_the_vxlan_lingers_keeps_it(lingering, ip):
+    lingering.delete_endpoint(NET, EP1)
+    lingering.create_endpoint(NET, EP2, {"Address": "10.0.0.6/24"})
+    lingering.join(NET, EP2)
+    gevent.sleep(LINGER * 3)
+    assert ip.commands == ["ip link delete dev macvlan_1111111",
+                           "ip link add macvlan_2222222 link vx_aaaaaaaaaaaa "
+                           "address 02:42:0a:00:00:06 type macvlan mode bridge"]
+    assert NET in lingering.vxlans_here
+
+
+def test_delete_network_while_the_vxlan_lingers_deletes_it_once(lingering, ip):
+    lingering.delete_endpoint(NET, EP1)
+    lingering.delete_network(NET)
+    gevent.sleep(LINGER * 3)
+    assert ip.commands == ["ip link delete dev macvlan_1111111",
+                           "ip link delete dev vx_aaaaaaaaaaaa"]
+    assert "ip link delete dev vx_aaaaaaaaaaaa" not in ip.causes  # DeleteNetwork's own
 
 
 def test_docker_mac_is_kept_and_not_answered(driver):
@@ -133,7 +182,8 @@ def test_state_survives_a_restart(driver, ip, tmp_path):
     vxlan = {"ifname": "vxkept", "ifalias": "docker-vxlan-plugin:" + NET,
              "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 42}}}
     restarted_ip = RecordingIp([ETH0, vxlan])
-    again = Driver(restarted_ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0")
+    again = Driver(restarted_ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0",
+                   vxlan_linger=0)
     recovery.load(again)
     assert again.networks[NET].link == "vxkept"
     assert again.endpoints[EP1].mac == "02:42:0a:00:00:05"
@@ -378,7 +428,8 @@ class AnsweringProbe:
 
 def test_an_address_held_elsewhere_fails_the_join_and_undoes_it(ip, tmp_path):
     prober = AnsweringProbe({"10.0.0.5": "02:42:0a:00:00:05"})
-    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0", prober=prober)
+    driver = Driver(ip, FakeDocker(), StateStore(str(tmp_path)), vtepdev="eth0", prober=prober,
+                    vxlan_linger=0)  # the vxlan goes with its only endpoint
     create(driver)
     driver.create_endpoint(NET, EP1, {"Address": "10.0.0.5/24"})
     with pytest.raises(PluginError, match=r"^address 10.0.0.5 is already in use on this VXLAN: "

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 
+import gevent
 import pytest
 
 from tests.wait import wait_for
@@ -176,6 +177,7 @@ def test_a_batch_killed_on_timeout_is_logged_as_may_have_run(fake, command_log, 
 def test_a_waiting_process_that_died_is_replaced(fake, command_log, make_runner):
     ip = make_runner()
     ip.batch([link_set("a")])
+    gevent.sleep(0)  # the next one is started once the request's greenlet waits
     [waiting] = wait_for(fake.waiting, 5, "the next ip -batch - to wait")
     os.kill(waiting, signal.SIGKILL)
     wait_for(lambda: not _running(waiting), 5, "the waiting ip to die")

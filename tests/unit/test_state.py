@@ -1,7 +1,12 @@
-"""The state directory: what load_all reads, and what it leaves alone."""
+"""The state directory: what load_all reads and what it leaves alone, and a
+write that waits for the disk in a thread, not on the event loop. (What a full
+or read-only disk does: tests/kernel/test_state_dir.py.)"""
 
 import json
 import os
+import time
+
+import gevent
 
 from vxlan.state import StateStore
 
@@ -40,3 +45,29 @@ def test_records_of_an_older_format_are_read_and_a_newer_one_is_refused_and_kept
     assert json.loads((folder / ("b" * 64 + ".json")).read_text()) == newer
     store.save("networks", NET, older)
     assert json.loads((folder / (NET + ".json")).read_text())["format"] == 1
+
+
+def test_a_slow_disk_does_not_stop_the_event_loop(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):  # a disk that takes its time: the calling thread waits
+        time.sleep(0.2)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    store = StateStore(str(tmp_path))
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.01)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(0)
+    try:
+        store.save("networks", "a" * 64, {"id": "a" * 64})
+    finally:
+        ticker.kill()
+    assert len(ticks) > 5, "the event loop stood still while the record was written"
+    assert os.listdir(tmp_path / "networks") == ["a" * 64 + ".json"]
