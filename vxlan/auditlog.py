@@ -138,7 +138,7 @@ def open_audit_file(path):
 
 def replayable(lines):
     """(commands, doubtful) from the lines of an audit file: the argv of every
-    command that finished "ok" and changed the host (no query), in the order
+    ip/bridge command that finished "ok" and changed the host (no query), in the order
     they finished; and the commands that may or may not have run."""
     commands, doubtful = [], []
     for number, line in enumerate(lines, 1):
@@ -151,8 +151,8 @@ def replayable(lines):
             argv = shlex.split(record["cmd"])
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"line {number} is not an audit record: {error}") from None
-        if cmd.is_query(argv):
-            continue
+        if argv[:1] not in (["ip"], ["bridge"]) or cmd.is_query(argv):
+            continue  # announcements are frames the plugin sent, not commands
         if record.get("status") == "ok":
             commands.append(argv)
         elif str(record.get("status", "")).endswith(MAY_HAVE_RUN):

@@ -177,7 +177,8 @@ def test_without_cap_net_raw_the_plugin_says_so_unless_told_not_to_announce(netn
 
 @pytest.fixture
 def probing(netns, workdir):
-    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0", "--probe-duplicates", "0.3"]).start()
+    plugin = Plugin(netns, workdir, ["--vtepdev", "eth0", "--probe-duplicates", "0.3",
+                                     "--vxlan-linger", "0"]).start()
     try:
         yield plugin
     finally:

@@ -69,7 +69,8 @@ def test_a_join_while_the_vxlan_lingers_keeps_it(netns, workdir):
         assert netns.link(vxlan)["ifindex"] == index
         assert netns.link("macvlan_" + second[:7])["link"] == vxlan
         assert [r["cmd"] for r in plugin.audit() if r["event"] == "run"
-                and vxlan in r["cmd"] and "macvlan" not in r["cmd"]] == [
+                and r["cmd"].startswith("ip ") and vxlan in r["cmd"]
+                and "macvlan" not in r["cmd"]] == [
             f"ip link add {vxlan} type vxlan id 51 dev eth0 dstport 4789",
             f"ip link set dev {vxlan} alias docker-vxlan-plugin:{network_id} up"]
     finally:

@@ -180,6 +180,7 @@ def test_go_original_vxlan_is_adopted_with_its_port_not_duplicated(plugin, netns
     network_id = new_id()
     plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "39"}))
     plugin.stop()
+    plugin.flags += ["--vxlan-linger", "0"]  # the vxlan is made again at the next Join
     original = "vx_" + network_id[:12]
     netns.ip("link", "add", original, "type", "vxlan", "id", "39", "dev", "eth0",
              "dstport", "8472")

@@ -158,20 +158,24 @@ def test_a_line_that_fails_mid_batch(fake, command_log, make_runner):
 
 
 def test_a_batch_killed_on_timeout_is_logged_as_may_have_run(fake, command_log, make_runner):
-    ip = make_runner(timeout=0.5)
+    ip = make_runner(timeout=2)
     commands = [link_set("a"), link_set("hang"), link_set("c")]
     with pytest.raises(CommandError) as failure:
         ip.batch(commands)
     message = str(failure.value)
     assert "`ip -batch -` with 3 commands" in message and "may have run" in message
-    assert "timed out after 0.5 s and was killed" in message
+    assert "timed out after 2 s and was killed" in message
     assert failure.value.done == commands  # the caller undoes all it may have made
     assert results(command_log()) == [(" ".join(argv), "killed on timeout, may have run")
                                       for argv in commands]
+    # on a busy machine the kill may come before the fake reached the lines:
+    # what ran is a start of them, up to the hanging one, in one process
     ran = fake.ran()
-    assert [line for _, line in ran] == ["link set dev a up", "link set dev hang up"]
+    lines = [line for _, line in ran]
+    assert lines == ["link set dev a up", "link set dev hang up"][:len(lines)]
     # no retry on a fresh process after the kill, and the killed one is gone
-    assert not _running(int(ran[0][0]))
+    assert len({pid for pid, _ in ran}) <= 1
+    assert not any(_running(int(pid)) for pid, _ in ran)
 
 
 def test_a_waiting_process_that_died_is_replaced(fake, command_log, make_runner):
