@@ -178,7 +178,7 @@ def test_without_announcements_the_peer_keeps_the_stale_entries(hosts_without_an
 
 def test_an_address_another_host_holds_fails_docker_run(hosts):
     h1, h2, h3 = hosts
-    with plugins_started_with(hosts, "--probe-duplicates", "0.2"), \
+    with plugins_started_with(hosts, "--probe-duplicates", "0.2", "--vxlan-linger", "0"), \
             demo.network(hosts, "mv", SUBNET, group, split=False):
         # no --ip-range: each host's IPAM hands out the subnet's first address
         mac = start(h1, "first")

@@ -16,7 +16,9 @@ from lab import IMAGE, PLUGIN_SOCKET  # scripts/lab.py
 from tests import rpc
 from tests.wait import wait_for
 
-PLUGIN_ARGS = ["-vtepdev", "eth0"]
+# linger 0: these tests look at the vxlan going with its last container
+# (test_linger.py has the default)
+PLUGIN_ARGS = ["-vtepdev", "eth0", "--vxlan-linger", "0"]
 FORWARDING_WARNING = "WARNING: IPv4 forwarding is disabled. Networking will not work."
 
 

@@ -175,22 +175,32 @@ def test_explain_prints_what_a_network_life_runs(host, cleanup, options):
     further = run(host, cleanup, "life2", "lifeline")
     host.docker("rm", "-f", "life2")
     host.docker("rm", "-f", "life1")
-    vxlan_left = "vx_" + network_id[:12] in plugin_links(host)
     host.docker("network", "rm", "lifeline")
 
     steps = explained(host, options, network_id, [first, further])
     assert [step for step, _ in steps] == [
         "docker network create: nothing runs; the options are checked and kept",
         "first container on this host (Join)", "each further container (Join)",
+        "after each Join's answer, in the background: frames the plugin sends itself, "
+        "not a command (--no-announce: none)",
         "a container leaves (Leave): Docker moves its macvlan back; nothing runs",
         "a container is removed (DeleteEndpoint)",
         "the last container here is removed (DeleteEndpoint)",
+        "no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
+        "DeleteEndpoint): in the background",
         "docker network rm, if a vxlan is still here (DeleteNetwork)"]
-    wanted = [command for step, commands in steps[:-1] for command in commands]
-    if vxlan_left:  # the plugin may keep a vxlan without containers a while
-        wanted += steps[-1][1]
+    commands = dict(steps)
+    wanted = [command for step, _ in steps[1:3] + steps[5:7] for command in commands[step]]
+    # the vxlan goes once, by the linger timer or by DeleteNetwork: the same command
+    assert steps[7][1] == steps[8][1]
+    wanted += steps[8][1]
     ran = [record["cmd"] for record in host.audit_records()
            if record.get("network") == network_id and record["event"] == "result"
-           and record["status"] == "ok" and "show" not in record["cmd"].split()]
+           and record["status"] == "ok" and "show" not in record["cmd"].split()
+           and not record["cmd"].startswith("announce ")]
     assert ran == wanted
+    announced = {record["cmd"] for record in host.audit_records()
+                 if record.get("network") == network_id
+                 and record["cmd"].startswith("announce ")}
+    assert steps[3][1][0] in announced  # the further container's, as explain printed it
     assert plugin_links(host) == []

@@ -91,7 +91,7 @@ def test_the_go_originals_vxlan_keeps_its_port_8472(hosts):
         h1.run_in_ns(["ip", "link", "add", vxlan, "type", "vxlan", "id", "85",
                       "group", "239.1.2.85", "dev", "eth0", "dstport", "8472"])
         h1.run_in_ns(["ip", "link", "set", "dev", vxlan, "up"])
-        h1.start_plugin()
+        h1.start_plugin(["--vxlan-linger", "0"])  # the vxlan goes with its last container
         remote = demo.run_container(h2, "orig2", "orig")
         demo.run_container(h1, "orig1", "orig")
         assert_ping(h1, "orig1", remote)
