@@ -140,10 +140,22 @@ class Driver:
             self.state.delete("networks", network_id)
             network = self.networks.pop(network_id, None)
             self._keep_vxlan(network_id)
-            if network and network_id in self.vxlans_here:
-                self.delete_links([cmd.link_delete(network.link)])
-                self.vxlans_here.discard(network_id)
+            if network is None:
+                links = self._vxlans_without_record(network_id)
+            else:
+                links = [network.link] if network_id in self.vxlans_here else []
+            if links:
+                self.delete_links([cmd.link_delete(link) for link in links])
+            self.vxlans_here.discard(network_id)
         self.network_locks.pop(network_id, None)
+
+    def _vxlans_without_record(self, network_id):
+        """The vxlans of a network Docker removes and we have no record of: the
+        Go original's (it kept none; its name is the network's) and ours whose
+        record was lost. Docker removes a network only when nothing uses it."""
+        return [link["ifname"] for link in self.ip.links("vxlan")
+                if cmd.owner_of(link) == network_id
+                or (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network_id[:12])]
 
     def create_endpoint(self, network_id, endpoint_id, interface):
         self._network(network_id)

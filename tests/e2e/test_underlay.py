@@ -78,20 +78,29 @@ def test_the_go_originals_vxlan_keeps_its_port_8472(hosts):
     """h1 moves over from the Go original: its network has no Port and its
     vx_ link, made by the original, is on the kernel's 8472; h2 still runs the
     original (here: the plugin with -o Port=8472). The link is adopted with its
-    port, and made again on it after its last container is gone."""
+    port, and made again on it after its last container is gone. Another of
+    the original's networks, which no container joins again, is removed with
+    its link."""
     h1, h2 = hosts
     group = {"VxlanId": 85, "Group": "239.1.2.85", "VtepDev": "eth0"}
     options = {h1: group, h2: {**group, "Port": 8472}}
-    with demo.network(hosts, "orig", SUBNET, options.get):
-        network_id = h1.docker("network", "inspect", "-f", "{{.Id}}", "orig").stdout.strip()
-        vxlan = "vx_" + network_id[:12]
-        # the original kept no records; its link has no mark
+    idle = {"VxlanId": 86, "Group": "239.1.2.86", "VtepDev": "eth0"}
+    with demo.network(hosts, "orig", SUBNET, options.get), \
+            demo.network([h1], "idle", "10.89.0.0/24", lambda host: idle):
+        network_id, idle_id = (h1.docker("network", "inspect", "-f", "{{.Id}}", name)
+                               .stdout.strip() for name in ("orig", "idle"))
+        vxlan, idle_vxlan = "vx_" + network_id[:12], "vx_" + idle_id[:12]
+        # the original kept no records; its links have no mark
         h1.stop_plugin()
         shutil.rmtree(h1.plugin_state_dir)
-        h1.run_in_ns(["ip", "link", "add", vxlan, "type", "vxlan", "id", "85",
-                      "group", "239.1.2.85", "dev", "eth0", "dstport", "8472"])
-        h1.run_in_ns(["ip", "link", "set", "dev", vxlan, "up"])
+        for name, vni, group_address in ((vxlan, "85", "239.1.2.85"),
+                                         (idle_vxlan, "86", "239.1.2.86")):
+            h1.run_in_ns(["ip", "link", "add", name, "type", "vxlan", "id", vni,
+                          "group", group_address, "dev", "eth0", "dstport", "8472"])
+            h1.run_in_ns(["ip", "link", "set", "dev", name, "up"])
         h1.start_plugin(["--vxlan-linger", "0"])  # the vxlan goes with its last container
+        h1.docker("network", "rm", "idle")
+        assert idle_vxlan not in demo.plugin_links(h1)
         remote = demo.run_container(h2, "orig2", "orig")
         demo.run_container(h1, "orig1", "orig")
         assert_ping(h1, "orig1", remote)

@@ -204,6 +204,26 @@ def test_go_original_vxlan_is_adopted_with_its_port_not_duplicated(plugin, netns
         assert json.load(f)["options"]["Port"] == "8472"
 
 
+def test_docker_network_rm_of_a_go_original_network_deletes_its_vxlan(plugin, netns):
+    # Moved over from the Go original, which kept no records: a network none
+    # of whose containers came back is removed; its vx_ link on 8472 goes with
+    # it, and a marked vxlan of a network whose record was lost goes too.
+    plugin.start()
+    original_id, lost_id, other_id = new_id(), new_id(), new_id()
+    original, other = "vx_" + original_id[:12], "vx_" + other_id[:12]
+    netns.ip("link", "add", original, "type", "vxlan", "id", "41", "dev", "eth0",
+             "dstport", "8472")
+    netns.ip("link", "add", "vxlost", "type", "vxlan", "id", "42", "dev", "eth0",
+             "dstport", "4789")
+    netns.ip("link", "set", "dev", "vxlost", "alias", "docker-vxlan-plugin:" + lost_id)
+    netns.ip("link", "add", other, "type", "vxlan", "id", "43", "dev", "eth0",
+             "dstport", "8472")
+    plugin.ok("DeleteNetwork", {"NetworkID": original_id})
+    plugin.ok("DeleteNetwork", {"NetworkID": lost_id})
+    assert netns.link_names() == {"lo", "eth0", other}  # another network's stays
+    assert deleted(plugin) == [f"ip link delete dev {original}", "ip link delete dev vxlost"]
+
+
 def test_a_vx_link_on_another_port_than_the_networks_port_is_not_adopted(plugin, netns):
     network_id = new_id()
     plugin.ok("CreateNetwork", network_request(network_id, {"VxlanId": "40", "Port": "4789"}))
