@@ -1,7 +1,8 @@
 """HTTP in: Docker's remote network driver RPCs as Bottle routes.
 
 Each RPC's body is checked against its schema before the driver sees it, and
-this is the one place where errors become {"Err": message}. Docker sends no
+this is the one place where an RPC's errors become {"Err": message} (a path
+that is no RPC gets one from the 404/405 handler). Docker sends no
 Content-Type, so bodies are read as JSON whatever the headers say.
 """
 

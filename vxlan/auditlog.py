@@ -1,5 +1,5 @@
 """The command log: every ip/bridge command the plugin runs, before it runs and
-again with its result.
+again with its result, and the frames it sends itself (announce.py, probe.py).
 
 One source of events, the logger "vxlan.commands": its records read as a
 command an admin can paste into a shell on stderr (the human log), and

@@ -4,7 +4,7 @@ address (RFC 5227 section 2.3, RFC 4861 section 7.2.6); the frames that ask
 whether anyone holds an address (an ARP probe, RFC 5227 2.1.1, and a duplicate
 address detection solicitation, RFC 4862 5.4.2); and what an answer says.
 
-Pure functions on bytes; announce.py sends them.
+Pure functions on bytes; announce.py and probe.py send them.
 """
 
 import ipaddress
