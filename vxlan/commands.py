@@ -37,11 +37,6 @@ def fdb_append_flood(dev, peer):
     return ["bridge", "fdb", "append", ANY_MAC, "dev", dev, "dst", peer]
 
 
-def fdb_show(dev):
-    """The forwarding database of DEV (a vxlan: which VTEP each MAC is behind)."""
-    return ["bridge", "-j", "fdb", "show", "dev", dev]
-
-
 def show_link(name):
     return ["ip", "-d", "-j", "link", "show", "dev", name]
 
@@ -76,6 +71,7 @@ def fdb_delete_flood(dev, peer):
 
 
 def show_fdb(dev):
+    """The forwarding database of DEV (a vxlan: which VTEP each MAC is behind)."""
     return ["bridge", "-j", "fdb", "show", "dev", dev]
 
 

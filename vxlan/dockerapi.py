@@ -52,37 +52,25 @@ class DockerLookup:
     def network(self, network_id):
         """Docker's DockerNetwork of that ID, or None if Docker does not know it;
         DockerLookupError if Docker does not answer."""
-        try:
-            info = self._api().inspect_network(network_id)
-            if any(not entry.get("Gateway") for entry in (info.get("IPAM") or {}).get("Config")
-                   or []):
-                info = self._with_gateways_of_a_container(info)
-            return DockerNetwork.from_inspect(info)
-        except docker.errors.NotFound:
+        info = self._inspect("network", network_id)
+        if info is None:
             return None
-        except Exception as error:  # the SDK raises requests', urllib3's and its own
-            raise DockerLookupError(
-                f"could not ask Docker about network {network_id[:12]}: {error}") from None
+        if any(not entry.get("Gateway") for entry in (info.get("IPAM") or {}).get("Config") or []):
+            info = self._with_gateways_of_a_container(info)
+        return DockerNetwork.from_inspect(info)
 
     def has_network(self, network_id):
         """Whether Docker knows the network; DockerLookupError if it does not answer."""
-        try:
-            self._api().inspect_network(network_id)
-            return True
-        except docker.errors.NotFound:
-            return False
-        except Exception as error:
-            raise DockerLookupError(f"could not ask Docker about network {network_id[:12]}: "
-                                    f"{error}") from None
+        return self._inspect("network", network_id) is not None
 
     def _with_gateways_of_a_container(self, info):
         """INFO with the gateways Docker's IPAM chose filled in: `network inspect`
         shows only those given to `network create`, a container shows its own."""
         for container_id in info.get("Containers") or {}:
-            try:
-                settings = self._api().inspect_container(container_id)["NetworkSettings"]
-            except docker.errors.NotFound:  # gone meanwhile, or not a container ("ep-...")
+            container = self._inspect("container", container_id)
+            if container is None:  # gone meanwhile, or not a container ("ep-...")
                 continue
+            settings = container["NetworkSettings"]
             endpoint = (settings.get("Networks") or {}).get(info.get("Name")) or {}
             ipam = dict(info["IPAM"])
             ipam["Config"] = [

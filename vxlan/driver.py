@@ -14,7 +14,8 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
 A Join while the vxlan lingers keeps it. The plugin deletes only links it created
-or adopted (commands.mark_owned marks them), and keeps the options in state.py
+or adopted (commands.mark_owned marks them), and, at DeleteNetwork of a network
+it has no record of, the Go original's unmarked vxlan named after it. It keeps the options in state.py
 because Join does not carry them. A request writes the state before it changes
 the host, so a state directory that cannot be written fails it with nothing done.
 Those records are a cache of what Docker knows: a network missing from them is
@@ -24,7 +25,6 @@ alone (see recovery.py).
 
 import hashlib
 import ipaddress
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -36,7 +36,7 @@ from . import commands as cmd
 from . import underlay
 from .allocations import Allocations
 from .auditlog import request_context
-from .errors import CommandError, DockerLookupError, OptionError, PluginError
+from .errors import CommandError, OptionError, PluginError
 from .options import parse_options
 
 log = logging.getLogger("vxlan.driver")
@@ -115,8 +115,7 @@ class Driver:
                           bool((options or {}).get("com.docker.network.internal")))
         with self._create_lock:
             check_host(network, self.ip, self.networks.values())
-            self.state.save("networks", network_id, network.record())
-            self.networks[network_id] = network
+            self._remember_network(network)
 
     def allocate_network(self, network_id, options):
         # Swarm's manager: the Options we return replace the network's driver
@@ -160,8 +159,9 @@ class Driver:
     def create_endpoint(self, network_id, endpoint_id, interface):
         self._network(network_id)
         mac = interface.get("MacAddress") or ""
-        endpoint = Endpoint(endpoint_id, network_id, mac or _choose_mac(endpoint_id, interface),
-                            _addresses(interface))
+        addresses = _addresses(interface)
+        endpoint = Endpoint(endpoint_id, network_id, mac or _choose_mac(endpoint_id, addresses),
+                            addresses)
         self.state.save("endpoints", endpoint_id, endpoint.record())
         self.endpoints[endpoint_id] = endpoint
         # Docker only accepts what it left empty: answer the MAC only if we chose it.
@@ -285,9 +285,8 @@ class Driver:
         if not holders:
             return
         address, mac = next(iter(holders.items()))
-        fdb = json.loads(self.ip.run(cmd.fdb_show(network.link)) or "[]")
-        vtep = next((entry["dst"] for entry in fdb if entry.get("mac") == mac and "dst" in entry),
-                    None)
+        vtep = next((entry["dst"] for entry in self.ip.fdb(network.link)
+                     if entry.get("mac") == mac and "dst" in entry), None)
         self.delete_endpoint(network.id, endpoint.id)
         behind = f"behind VTEP {vtep}" if vtep else "behind a VTEP the vxlan did not learn"
         raise PluginError(f"address {address} is already in use on this VXLAN: {mac} answered "
@@ -336,9 +335,8 @@ class Driver:
                 {**network.options.raw, "Port": str(port)}, self.vtepdev))
             self._remember_network(network)
         if network.options.peers:
-            present = cmd.flood_destinations(json.loads(self.ip.run(cmd.show_fdb(name)) or "[]"))
-            commands += [cmd.fdb_append_flood(name, peer)
-                         for peer in underlay.remote(network.options.peers)
+            present = cmd.flood_destinations(self.ip.fdb(name))
+            commands += [cmd.fdb_append_flood(name, peer) for peer in remote_peers(network)
                          if peer not in present]
         if commands:
             self.ip.batch(commands)
@@ -383,7 +381,7 @@ class Driver:
             if network_id not in self.networks:
                 found = self.docker.network(network_id)
                 if found is None:
-                    raise DockerLookupError(f"Docker does not know network {network_id[:12]}")
+                    raise PluginError(f"Docker does not know network {network_id[:12]}")
                 self.learn_from_docker(network_id, found)
                 self._refuse_if_held(network_id)  # its options no longer validate
             return self.networks[network_id]
@@ -655,9 +653,7 @@ def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
     ENDPOINTS: (ID, IPv4 address or None) of the first and a further container."""
     network = Network(network_id, parse_options(raw_options, vtepdev))
     check_host(network, ip, [])
-    first, second = (Endpoint(endpoint_id, network_id,
-                              _choose_mac(endpoint_id, {"Address": address} if address else {}),
-                              _addresses({"Address": address} if address else {}))
+    first, second = (_example_endpoint(network_id, endpoint_id, address)
                      for endpoint_id, address in endpoints)
     return [
         ("docker network create: nothing runs; the options are checked and kept", []),
@@ -671,8 +667,8 @@ def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
          delete_endpoint_commands(network, second, False)),
         ("the last container here is removed (DeleteEndpoint)",
          delete_endpoint_commands(network, first, False)),
-        ("no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
-         "DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),
+        (f"no container here for --vxlan-linger seconds ({VXLAN_LINGER:g} by default; with 0, "
+         "in the last DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),
         ("docker network rm, if a vxlan is still here (DeleteNetwork)",
          [cmd.link_delete(network.link)]),
     ]
@@ -711,6 +707,11 @@ def _gateways(entries):
     return gateways
 
 
+def _example_endpoint(network_id, endpoint_id, address):
+    addresses = _addresses({"Address": address} if address else {})
+    return Endpoint(endpoint_id, network_id, _choose_mac(endpoint_id, addresses), addresses)
+
+
 def _addresses(interface):
     """The endpoint's IPv4 and IPv6 addresses (Docker gives them with a prefix length)."""
     addresses = []
@@ -724,22 +725,18 @@ def _addresses(interface):
     return tuple(addresses)
 
 
-def _choose_mac(endpoint_id, interface):
+def _choose_mac(endpoint_id, addresses):
     """A stable MAC. From the IPv4 address as Docker's bridge does, so a container
     that comes back with its address comes back with its MAC. Without one (an
     IPv6-only network), from the IPv6 address, which a restarted container keeps
     too while its endpoint ID is new: a hash of the whole address, since its last
-    four bytes alone can repeat within a /64. Else from the endpoint ID."""
-    addresses = {}
-    for key in ("Address", "AddressIPv6"):
-        if interface.get(key):
-            try:
-                address = ipaddress.ip_interface(interface[key]).ip
-            except ValueError:
-                raise PluginError(f"endpoint address {interface[key]!r} is not an IP "
-                                  "address") from None
-            addresses.setdefault(address.version, address.packed)
-    if 4 in addresses:
-        return "02:42:" + ":".join(f"{b:02x}" for b in addresses[4])
-    digest = hashlib.sha256(addresses.get(6) or endpoint_id.encode()).digest()
+    four bytes alone can repeat within a /64. Else from the endpoint ID.
+    ADDRESSES: the endpoint's, as _addresses gives them."""
+    packed = {}
+    for text in addresses:
+        address = ipaddress.ip_address(text)
+        packed.setdefault(address.version, address.packed)
+    if 4 in packed:
+        return "02:42:" + ":".join(f"{b:02x}" for b in packed[4])
+    digest = hashlib.sha256(packed.get(6) or endpoint_id.encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])

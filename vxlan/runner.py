@@ -7,7 +7,7 @@ Commands that change the host are fed as lines to a `TOOL -batch -` process,
 several of one request to one process (one fork instead of several); the log
 still shows each as its own command, exactly as `TOOL LINE` would run it.
 
-How sh runs under gevent (see lab-notes.md and cli._patch_for_gevent): each
+How sh runs under gevent (see cli._patch_for_gevent): each
 process is started and waited for in a real thread of our own pool, because
 waiting for a child blocks the thread that waits; its standard input is
 /dev/null or a pipe we write ourselves and its output goes to memory files, so
@@ -54,15 +54,15 @@ class Ip:
     carry options before the command and run as their own process.
     """
 
-    def __init__(self, timeout=COMMAND_TIMEOUT, threads=16):
+    def __init__(self, timeout=COMMAND_TIMEOUT):
         self._timeout = timeout
-        self._pool = ThreadPool(threads)
+        self._pool = ThreadPool(16)
         self._tools = {}
         self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
 
-    def run(self, argv, cause=None):
+    def run(self, argv):
         """Runs one command and returns its standard output."""
-        return self.batch([argv], cause)
+        return self.batch([argv])
 
     def batch(self, commands, cause=None):
         """Runs the commands in order, stopping at the first that fails, and
@@ -101,6 +101,10 @@ class Ip:
     def links(self, kind=None):
         """Every link on this host (or every link of one kind, e.g. vxlan) as dicts."""
         return json.loads(self.run(cmd.show_links(kind)) or "[]")
+
+    def fdb(self, dev):
+        """The forwarding entries of DEV (`bridge -j fdb show`) as dicts."""
+        return json.loads(self.run(cmd.show_fdb(dev)) or "[]")
 
     def mtu(self, name):
         """The MTU of link NAME, or None if there is no such link: one system call

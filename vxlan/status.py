@@ -9,7 +9,6 @@ reported and the records are still held against the kernel.
 """
 
 import concurrent.futures
-import json
 import os
 import shlex
 
@@ -185,7 +184,7 @@ class Survey:
                       [cmd.link_delete(name)] + vxlan_commands(network))
         if not options.peers:
             return []  # a Group's one flood entry is the kernel's, made with the vxlan
-        flood = cmd.flood_destinations(json.loads(self.ip.run(cmd.show_fdb(name)) or "[]"))
+        flood = cmd.flood_destinations(self.ip.fdb(name))
         wanted = remote_peers(network)
         for peer in sorted(set(wanted) - set(flood)):
             self._add(network.id, None, f"{what} does not flood to peer {peer}",

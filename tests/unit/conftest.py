@@ -5,7 +5,7 @@ import pytest
 from vxlan import recovery
 from vxlan.driver import Driver
 from vxlan.errors import CommandError, DockerLookupError
-from vxlan.commands import kind_of
+from vxlan.commands import kind_of, show_fdb
 from vxlan.dockerapi import DockerNetwork
 from vxlan.state import StateStore
 
@@ -43,8 +43,12 @@ class RecordingIp:
                 self.existing.pop(argv[4], None)
         return ""
 
-    def run(self, argv, cause=None):
-        return self.batch([argv], cause)
+    def run(self, argv):
+        return self.batch([argv])
+
+    def fdb(self, dev):
+        self.run(show_fdb(dev))
+        return []
 
     def links(self, kind=None):
         return [link for link in self.existing.values()

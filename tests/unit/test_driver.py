@@ -171,7 +171,7 @@ def test_unknown_network_is_asked_of_docker_once(ip, tmp_path):
     driver.create_endpoint(NET, EP1, {"Address": "10.7.0.5/24"})
     assert driver.join(NET, EP1)["Gateway"] == "10.7.0.1"
     assert docker.asked == [NET]
-    with pytest.raises(DockerLookupError, match="does not know network"):
+    with pytest.raises(PluginError, match="does not know network"):
         driver.create_endpoint(NET2, EP2, {})
 
 
