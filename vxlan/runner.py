@@ -8,8 +8,9 @@ several of one request to one process (one fork instead of several); the log
 still shows each as its own command, exactly as `TOOL LINE` would run it.
 
 How sh runs under gevent (see cli._patch_for_gevent): each
-process is started and waited for in a real thread of our own pool, because
-waiting for a child blocks the thread that waits; its standard input is
+process is started and reaped in a real thread of our own pool, because
+sh blocks the thread that does it (a `TOOL -batch -` is fed and its end seen
+by the request's greenlet in between: _BatchProcess); its standard input is
 /dev/null or a pipe we write ourselves and its output goes to memory files, so
 sh's helper threads never feed or drain a pipe; and sh's own `_timeout` is not
 used (it polls, adding ~100 ms to every command): a gevent timeout kills the
@@ -27,6 +28,8 @@ import struct
 import time
 
 import gevent
+import gevent.os
+import gevent.socket
 import sh
 from gevent.threadpool import ThreadPool
 
@@ -58,7 +61,7 @@ class Ip:
         self._timeout = timeout
         self._pool = ThreadPool(16)
         self._tools = {}
-        self._waiting = {}  # tool -> AsyncResult of a started `TOOL -batch -`
+        self._waiting = {}  # tool -> greenlet whose value is a started `TOOL -batch -`
 
     def run(self, argv):
         """Runs one command and returns its standard output."""
@@ -142,7 +145,12 @@ class Ip:
         for started in waiting.values():
             process = started.get()
             if isinstance(process, _BatchProcess):
-                process.finish(b"")
+                try:
+                    process.finish(b"")
+                except BrokenPipeError:
+                    pass  # it had ended already
+                finally:
+                    process.reap()
 
     def _run_group(self, group, cause):
         tool = group[0][0]
@@ -194,23 +202,35 @@ class Ip:
         try:
             return self._feed(tool, waiting, script)
         finally:
-            # the next one starts once this one is done, not competing with it;
-            # concurrent requests start their own, and only one waits
+            # The next one starts once this one is done and the request has
+            # answered (a new greenlet runs when the request's waits for the next
+            # request): starting through sh holds the interpreter for several ms,
+            # which the answer would otherwise wait for. Concurrent requests start
+            # their own, and only one waits.
             if tool not in self._waiting:
-                self._waiting[tool] = self._pool.spawn(self._start_batch_process, tool)
+                self._waiting[tool] = gevent.spawn(self._start_in_pool, tool)
+
+    def _start_in_pool(self, tool):
+        return self._pool.spawn(self._start_batch_process, tool).get()
 
     def _feed(self, tool, waiting, script):
         failure = ""
         for _ in range(2):
-            process = (waiting or self._pool.spawn(self._start_batch_process, tool)).get()
-            waiting = None
+            if waiting is None:
+                waiting = self._pool.spawn(self._start_batch_process, tool)
+            process, waiting = waiting.get(), None
             if isinstance(process, Exception):  # nothing ran
                 failure = f"could not start {tool}: {process}"
                 continue
+            finishing = gevent.spawn(process.finish, script)
             try:
-                return self._wait(self._pool.spawn(process.finish, script), process.kill)
+                return self._wait(finishing, process.kill)
             except BrokenPipeError:  # it died while waiting, before reading a line
                 failure = f"{tool} -batch - exited before reading its input"
+            finally:
+                finishing.kill()  # still waiting only if it outlived the kill
+                # sh's bookkeeping, after the answer (see _execute_batch)
+                gevent.spawn(self._pool.spawn, process.reap)
         return NOT_STARTED, "", failure
 
     def _execute(self, tool, args):
@@ -230,7 +250,8 @@ class Ip:
                           lambda: _kill(started.get("process")))
 
     def _wait(self, result, kill):
-        """The result of a pool task running a process, killing it on timeout."""
+        """The result of a task (a greenlet or a pool task) that runs a process and
+        waits for it, killing the process on timeout."""
         try:
             return result.get(timeout=self._timeout)
         except gevent.Timeout:
@@ -256,8 +277,14 @@ class Ip:
 
 
 class _BatchProcess:
-    """`TOOL -batch -`, started and waiting for its lines on standard input.
-    Its methods other than kill block: they run in pool threads."""
+    """`TOOL -batch -`, started through sh and waiting for its lines on its
+    standard input.
+
+    It is started in a pool thread (starting blocks), and fed and waited for by
+    the request's greenlet: its input is written without blocking, and its end
+    is seen on a pidfd the event loop watches, its status read without reaping
+    it (waitid WNOWAIT). sh reaps it afterwards, in a pool thread (reap), off
+    the request's path: between the request and the kernel no thread is woken."""
 
     def __init__(self, command):
         read_end, self._stdin = os.pipe()
@@ -266,24 +293,41 @@ class _BatchProcess:
         try:
             with open(read_end, "rb", buffering=0) as stdin:  # the child has its own copy
                 self._process = command("-batch", "-", **_sh_args(stdin, self._out, self._err))
+            self._ended = os.pidfd_open(self._process.pid)  # readable once it has exited
         except BaseException:
             os.close(self._stdin)
             self._out.close()
             self._err.close()
             raise
+        gevent.os.make_nonblocking(self._stdin)
 
     def finish(self, script):
-        """Writes the lines, closes its input, waits for it; (code, stdout, stderr)."""
+        """Writes the lines, closes its input, waits for its end; (code, stdout,
+        stderr). BrokenPipeError if it ended before reading them."""
         try:
-            with open(self._stdin, "wb", buffering=0) as stdin:
-                stdin.write(script)
-            return _exit_code(self._process), _read(self._out), _read(self._err)
-        finally:
-            self._out.close()
-            self._err.close()
+            while script:
+                script = script[gevent.os.nb_write(self._stdin, script):]
+        finally:  # also when it ended before reading: BrokenPipeError
+            os.close(self._stdin)
+        gevent.socket.wait_read(self._ended)  # it exits at the end of its input
+        try:
+            ended = os.waitid(os.P_PIDFD, self._ended, os.WEXITED | os.WNOWAIT)
+            code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
+        except ChildProcessError:  # sh's output thread (it polls each second) reaped it
+            code = _exit_code(self._process)  # kept by sh: no wait
+        return code, _read(self._out), _read(self._err)
 
     def kill(self):
         _kill(self._process)
+
+    def reap(self):
+        """Waits for it through sh (it has ended, or was killed) and frees its files."""
+        try:
+            _exit_code(self._process)
+        finally:
+            os.close(self._ended)
+            self._out.close()
+            self._err.close()
 
 
 def _found(tool):
