@@ -91,6 +91,9 @@ class Plugin:
         self.process = None
 
     def start(self):
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("the plugin is running: stop it first (a second one would "
+                               "be left behind)")
         env = dict(self.env or os.environ,
                    DOCKER_HOST="unix://" + os.path.join(self.workdir, "no-docker.sock"))
         with open(self.stderr_path, "a") as stderr:

@@ -208,7 +208,6 @@ def test_docker_network_rm_of_a_go_original_network_deletes_its_vxlan(plugin, ne
     # Moved over from the Go original, which kept no records: a network none
     # of whose containers came back is removed; its vx_ link on 8472 goes with
     # it, and a marked vxlan of a network whose record was lost goes too.
-    plugin.start()
     original_id, lost_id, other_id = new_id(), new_id(), new_id()
     original, other = "vx_" + original_id[:12], "vx_" + other_id[:12]
     netns.ip("link", "add", original, "type", "vxlan", "id", "41", "dev", "eth0",
