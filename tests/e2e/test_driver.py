@@ -164,7 +164,7 @@ def test_command_log_holds_the_exact_commands(host, cleanup):
         ("Join", f"ip link set dev {vxlan} alias docker-vxlan-plugin:{network_id} up"),
         ("Join", f"ip link add {macvlan} link {vxlan} address {mac} type macvlan mode bridge"),
         ("DeleteEndpoint", f"ip link delete dev {macvlan}"),
-        ("DeleteNetwork", f"ip link delete dev {vxlan}"),  # it outlived its last container
+        ("DeleteEndpoint", f"ip link delete dev {vxlan}"),  # --vxlan-linger 0 here
     ]
     assert all(r["endpoint"] == endpoint_id for r in requested if r["rpc"] in ("Join",))
     for rpc, line in ran:
