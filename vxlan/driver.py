@@ -15,8 +15,8 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
 
 A Join while the vxlan lingers keeps it. The plugin deletes only links it created
 or adopted (commands.mark_owned marks them), and, at DeleteNetwork of a network
-it has no record of, the Go original's unmarked vxlan named after it. It keeps the options in state.py
-because Join does not carry them. A request writes the state before it changes
+it has no record of, the Go original's unmarked vxlan named after it. It keeps
+the options in state.py because Join does not carry them. A request writes the state before it changes
 the host, so a state directory that cannot be written fails it with nothing done.
 Those records are a cache of what Docker knows: a network missing from them is
 asked of Docker, and a vxlan is never deleted because of an absence in them
@@ -37,7 +37,7 @@ from . import underlay
 from .allocations import Allocations
 from .auditlog import request_context
 from .errors import CommandError, OptionError, PluginError
-from .options import parse_options
+from .options import default_link_name, parse_options
 
 log = logging.getLogger("vxlan.driver")
 VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
@@ -153,8 +153,7 @@ class Driver:
         Go original's (it kept none; its name is the network's) and ours whose
         record was lost. Docker removes a network only when nothing uses it."""
         return [link["ifname"] for link in self.ip.links("vxlan")
-                if cmd.owner_of(link) == network_id
-                or (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network_id[:12])]
+                if cmd.owner_of(link) == network_id or has_go_original_name(link, network_id)]
 
     def create_endpoint(self, network_id, endpoint_id, interface):
         self._network(network_id)
@@ -606,12 +605,17 @@ def is_network_link(link, network):
     return cmd.owner_of(link) == network.id or is_go_original_link(link, network)
 
 
+def has_go_original_name(link, network_id):
+    """An unmarked link named as the Go original named the network's vxlan."""
+    return cmd.owner_of(link) is None and link["ifname"] == default_link_name(network_id)
+
+
 def is_go_original_link(link, network, any_port=False):
     """An unmarked vxlan with the Go original's name and the network's VNI, on
     the network's port or on any if the network named none (the original left
     it to the kernel: 8472)."""
     data = cmd.data_of(link)
-    return (cmd.owner_of(link) is None and link["ifname"] == "vx_" + network.id[:12]
+    return (has_go_original_name(link, network.id)
             and data.get("id") == network.options.get("VxlanId")
             and (any_port or "Port" not in network.options.raw
                  or data.get("port") == network.options.get("Port")))

@@ -256,7 +256,7 @@ class NetworkOptions:
         return self.values.get(name)
 
     def link_name(self, network_id):
-        return self.values.get("vxlanName") or "vx_" + network_id[:12]
+        return self.values.get("vxlanName") or default_link_name(network_id)
 
     def ip_args(self, section):
         args = []
@@ -268,6 +268,11 @@ class NetworkOptions:
     @property
     def peers(self):
         return self.values.get("Peers", ())
+
+
+def default_link_name(network_id):
+    """The vxlan's name without vxlanName, as the Go original named it too."""
+    return "vx_" + network_id[:12]
 
 
 def parse_options(raw, vtepdev=None):
