@@ -203,15 +203,16 @@ class Ip:
             return self._feed(tool, waiting, script)
         finally:
             # The next one starts once this one is done and the request has
-            # answered (a new greenlet runs when the request's waits for the next
-            # request): starting through sh holds the interpreter for several ms,
-            # which the answer would otherwise wait for. Concurrent requests start
-            # their own, and only one waits.
+            # answered. Concurrent requests start their own, and only one waits.
             if tool not in self._waiting:
-                self._waiting[tool] = gevent.spawn(self._start_in_pool, tool)
+                self._waiting[tool] = self._after_answer(self._start_batch_process, tool)
 
-    def _start_in_pool(self, tool):
-        return self._pool.spawn(self._start_batch_process, tool).get()
+    def _after_answer(self, function, *args):
+        """A greenlet whose value is FUNCTION(*ARGS), run in a pool thread once the
+        request has answered (a new greenlet runs when the request's waits for
+        the next request): sh holds the interpreter for several ms to start or
+        reap a process, which the answer would otherwise wait for."""
+        return gevent.spawn(lambda: self._pool.spawn(function, *args).get())
 
     def _feed(self, tool, waiting, script):
         failure = ""
@@ -229,8 +230,7 @@ class Ip:
                 failure = f"{tool} -batch - exited before reading its input"
             finally:
                 finishing.kill()  # still waiting only if it outlived the kill
-                # sh's bookkeeping, after the answer (see _execute_batch)
-                gevent.spawn(self._pool.spawn, process.reap)
+                self._after_answer(process.reap)  # sh's bookkeeping
         return NOT_STARTED, "", failure
 
     def _execute(self, tool, args):
