@@ -189,8 +189,7 @@ def test_explain_prints_what_a_network_life_runs(host, cleanup, options):
         "no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
         "DeleteEndpoint): in the background",
         "docker network rm, if a vxlan is still here (DeleteNetwork)"]
-    commands = dict(steps)
-    wanted = [command for step, _ in steps[1:3] + steps[5:7] for command in commands[step]]
+    wanted = [command for _, commands in steps[1:3] + steps[5:7] for command in commands]
     # the vxlan goes once, by the linger timer or by DeleteNetwork: the same command
     assert steps[7][1] == steps[8][1]
     wanted += steps[8][1]
