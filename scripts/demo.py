@@ -24,6 +24,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,9 +112,22 @@ def ping(host, container, address, count=1):
 
 
 def plugin_links(host):
-    """Names of the links the plugin makes (vx_..., macvlan_...) on host."""
+    """Names of the links the plugin makes (vx_..., macvlan_...) on host, once
+    the commands it has started are done: it deletes a container's links just
+    after answering `docker rm`."""
+    deadline = time.monotonic() + 10
+    while commands_running(host) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return sorted(link["ifname"] for link in host.links()
                   if link["ifname"].startswith(("vx_", "macvlan_")))
+
+
+def commands_running(host):
+    """How many ip/bridge commands the plugin's log shows started and not ended."""
+    records = [r for r in host.audit_records()
+               if r.get("cmd", "").startswith(("ip ", "bridge "))]
+    return sum(r["event"] == "run" for r in records) - sum(
+        r["event"] == "result" for r in records)
 
 
 def main(argv=None):

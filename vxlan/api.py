@@ -91,8 +91,7 @@ def _handlers(driver):
             _interface(body.get("Interface"), body.get("Options"))),
         "NetworkDriver.EndpointOperInfo": lambda body: driver.endpoint_info(
             body["NetworkID"], body["EndpointID"]),
-        "NetworkDriver.DeleteEndpoint": lambda body: driver.delete_endpoint(
-            body["NetworkID"], body["EndpointID"]) or {},
+        "NetworkDriver.DeleteEndpoint": lambda body: _answer_delete_endpoint(driver, body),
         "NetworkDriver.Join": lambda body: driver.join(body["NetworkID"], body["EndpointID"]),
         "NetworkDriver.Leave": lambda body: {},
         "NetworkDriver.ProgramExternalConnectivity": lambda body: {},
@@ -100,6 +99,11 @@ def _handlers(driver):
         "NetworkDriver.DiscoverNew": lambda body: {},
         "NetworkDriver.DiscoverDelete": lambda body: {},
     }
+
+
+def _answer_delete_endpoint(driver, body):
+    driver.delete_endpoint(body["NetworkID"], body["EndpointID"])  # its links go after this
+    return {}
 
 
 def _interface(interface, options):

@@ -9,8 +9,9 @@ container on it; each container gets a macvlan (bridge mode) on that vxlan.
                     --probe-duplicates, refuse an address another host answers for
                     (probe.py); after the answer, announce the addresses (announce.py)
     Leave           nothing: Docker moves the macvlan back to the host itself
-    DeleteEndpoint  delete the macvlan; last endpoint here: delete the vxlan
-                    --vxlan-linger seconds later, in the background (at once with 0)
+    DeleteEndpoint  forget the endpoint and answer; then delete the macvlan; last
+                    endpoint here: delete the vxlan --vxlan-linger seconds later, in
+                    the background (with the macvlan with 0)
     DeleteNetwork   delete the vxlan if it is still there; forget the network
 
 A Join while the vxlan lingers keeps it. The plugin deletes only links it created
@@ -23,6 +24,7 @@ asked of Docker, and a vxlan is never deleted because of an absence in them
 alone (see recovery.py).
 """
 
+import contextvars
 import hashlib
 import ipaddress
 import logging
@@ -42,6 +44,7 @@ from .options import default_link_name, parse_options
 log = logging.getLogger("vxlan.driver")
 VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
 VXLAN_LINGER = 60.0  # seconds a vxlan outlives its network's last container here
+AFTER_DELETE_ENDPOINT = "after DeleteEndpoint's answer"  # the cause of its deletions
 
 
 @dataclass(frozen=True)
@@ -191,9 +194,39 @@ class Driver:
         return answer
 
     def delete_endpoint(self, network_id, endpoint_id):
+        """DeleteEndpoint: forgets the endpoint, and deletes its links right after
+        the answer: the kernel takes 15-20 ms to free a link, which `docker rm`
+        need not wait for. A request for the network that comes meanwhile waits
+        for the deletion (the network's lock); a crash before it leaves a
+        macvlan in the host's namespace that reconciling at the next start
+        deletes (recovery.py). Returns the greenlet that deletes them."""
+        endpoint = self._forget_endpoint_of(network_id, endpoint_id)
+        return gevent.spawn(contextvars.Context().run, self._delete_links_after_answer,
+                            request_context.get(), endpoint)
+
+    def remove_endpoint(self, network_id, endpoint_id):
+        """Forgets the endpoint and deletes its links at once (recovery, a
+        refused Join)."""
+        self._delete_endpoint_links(self._forget_endpoint_of(network_id, endpoint_id))
+
+    def _forget_endpoint_of(self, network_id, endpoint_id):
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
         with self.network_locks[network_id]:
             self.forget_endpoint(endpoint_id)
+        return endpoint
+
+    def _delete_links_after_answer(self, context, endpoint):
+        request_context.set(context)  # the log names the request, and CAUSE says when
+        try:
+            self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
+        except PluginError as error:  # logged by the runner; `status` shows the link
+            log.error("could not delete the links of endpoint %s: %s", endpoint.id[:12], error)
+
+    def _delete_endpoint_links(self, endpoint, cause=None):
+        """The macvlan, and the vxlan with the last endpoint here when it does not
+        linger (else its deletion is scheduled)."""
+        network_id = endpoint.network_id
+        with self.network_locks[network_id]:
             network = self.networks.get(network_id)
             # a network whose endpoint records may be incomplete keeps its vxlan
             # until Docker confirms (recovery.py)
@@ -201,7 +234,7 @@ class Driver:
                     and not self.endpoints_of(network_id)
                     and network_id not in self.unconfirmed)
             now = last and not self.vxlan_linger
-            self.delete_links(delete_endpoint_commands(network, endpoint, now))
+            self.delete_links(delete_endpoint_commands(network, endpoint, now), cause)
             if now:
                 self.vxlans_here.discard(network_id)
             elif last:
@@ -286,7 +319,7 @@ class Driver:
         address, mac = next(iter(holders.items()))
         vtep = next((entry["dst"] for entry in self.ip.fdb(network.link)
                      if entry.get("mac") == mac and "dst" in entry), None)
-        self.delete_endpoint(network.id, endpoint.id)
+        self.remove_endpoint(network.id, endpoint.id)
         behind = f"behind VTEP {vtep}" if vtep else "behind a VTEP the vxlan did not learn"
         raise PluginError(f"address {address} is already in use on this VXLAN: {mac} answered "
                           f"for it, {behind}; give the hosts disjoint --ip-range slices, or "
@@ -473,7 +506,7 @@ class Driver:
                 if endpoint.id in endpoints_from_before and endpoint.id not in found.endpoints:
                     log.info("endpoint %s no longer exists in Docker: removing it",
                              endpoint.id[:12])
-                    self.delete_endpoint(network_id, endpoint.id)
+                    self.remove_endpoint(network_id, endpoint.id)
                     removed.append(endpoint.id)
             return removed
 
@@ -667,9 +700,9 @@ def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
          "not a command (--no-announce: none)",
          [announcer.describe(network.link, second.mac, second.addresses)]),
         ("a container leaves (Leave): Docker moves its macvlan back; nothing runs", []),
-        ("a container is removed (DeleteEndpoint)",
+        ("a container is removed (DeleteEndpoint): just after the answer",
          delete_endpoint_commands(network, second, False)),
-        ("the last container here is removed (DeleteEndpoint)",
+        ("the last container here is removed (DeleteEndpoint): just after the answer",
          delete_endpoint_commands(network, first, False)),
         (f"no container here for --vxlan-linger seconds ({VXLAN_LINGER:g} by default; with 0, "
          "in the last DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),

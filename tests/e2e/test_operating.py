@@ -184,8 +184,8 @@ def test_explain_prints_what_a_network_life_runs(host, cleanup, options):
         "after each Join's answer, in the background: frames the plugin sends itself, "
         "not a command (--no-announce: none)",
         "a container leaves (Leave): Docker moves its macvlan back; nothing runs",
-        "a container is removed (DeleteEndpoint)",
-        "the last container here is removed (DeleteEndpoint)",
+        "a container is removed (DeleteEndpoint): just after the answer",
+        "the last container here is removed (DeleteEndpoint): just after the answer",
         "no container here for --vxlan-linger seconds (60 by default; with 0, in the last "
         "DeleteEndpoint): in the background",
         "docker network rm, if a vxlan is still here (DeleteNetwork)"]

@@ -22,6 +22,7 @@ import lab  # scripts/lab.py
 from tests import rpc
 from tests.rpc import endpoint_request, network_request, new_id
 from tests.wait import wait_for
+from vxlan.driver import AFTER_DELETE_ENDPOINT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # every option, none at its default (vxall on eth0, 192.0.2.1)
@@ -129,6 +130,18 @@ class Plugin:
         status, answer = self.call(method, body)
         assert status == 200 and "Err" not in (answer or {}), (method, status, answer)
         return answer
+
+    def delete_endpoint(self, network_id, endpoint_id):
+        """DeleteEndpoint, and the wait for what it deletes after its answer: its
+        links, whose deletion is logged as done (or failed) when it is."""
+        self.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+
+        def settled():
+            records = [r for r in self.audit() if r.get("endpoint") == endpoint_id
+                       and r.get("cause") == AFTER_DELETE_ENDPOINT]
+            runs = sum(r["event"] == "run" for r in records)
+            return runs and runs == len(records) - runs
+        wait_for(settled, 30, f"the links of endpoint {endpoint_id[:12]} to be deleted")
 
     def log(self):
         with open(self.stderr_path) as f:

@@ -205,7 +205,7 @@ def test_an_address_another_host_answers_for_fails_the_join(probing, netns, far_
     assert result["rpc"] == "Join" and result["status"] == "failed"
     assert f"{held} is held by {far_mac}" in result["stderr"]
     # Docker deletes the endpoint of a failed Join: nothing left to do, no error
-    probing.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    probing.delete_endpoint(network_id, endpoint_id)
 
 
 def test_a_free_address_joins_after_the_probe(probing, netns, far_vtep):

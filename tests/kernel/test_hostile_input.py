@@ -205,7 +205,7 @@ class Served:
             assert answer["InterfaceName"]["SrcName"] in self.netns.link_names()
         else:
             assert "internal error" not in answer["Err"], answer
-        self.plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        self.plugin.delete_endpoint(network_id, endpoint_id)
         self.plugin.ok("DeleteNetwork", {"NetworkID": network_id})
         self.check_plain_commands(mark)
 

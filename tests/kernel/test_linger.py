@@ -17,7 +17,7 @@ def lingering_plugin(netns, workdir, seconds, env=None):
 
 def delete_endpoint(plugin, network_id, endpoint_id):
     plugin.ok("Leave", {"NetworkID": network_id, "EndpointID": endpoint_id})
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    plugin.delete_endpoint(network_id, endpoint_id)
 
 
 def records_of(plugin, command):

@@ -4,6 +4,8 @@ lands where the kernel reports it (`ip -d -j link show`)."""
 import os
 import shlex
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -105,11 +107,11 @@ def test_vxlan_lives_while_endpoints_do(plugin, netns):
     assert {vxlan, "macvlan_" + first[:7], "macvlan_" + second[:7]} <= netns.link_names()
 
     plugin.ok("Leave", {"NetworkID": network_id, "EndpointID": first})
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": first})
+    plugin.delete_endpoint(network_id, first)
     assert vxlan in netns.link_names() and "macvlan_" + first[:7] not in netns.link_names()
 
     plugin.ok("Leave", {"NetworkID": network_id, "EndpointID": second})
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": second})
+    plugin.delete_endpoint(network_id, second)
     plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     assert netns.link_names() == {"lo", "eth0"}
     assert os.listdir(os.path.join(plugin.state_dir, "networks")) == []
@@ -118,7 +120,7 @@ def test_vxlan_lives_while_endpoints_do(plugin, netns):
 
 def test_command_log_holds_exact_replayable_commands(plugin, netns):
     network_id, endpoint_id, _, _ = create_and_join(plugin, {"VxlanId": "13"})
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    plugin.delete_endpoint(network_id, endpoint_id)
     plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     records = plugin.audit()
     runs = [r for r in records if r["event"] == "run"
@@ -250,3 +252,64 @@ def test_create_network_asks_the_kernel_only_for_vxlans(plugin, netns):
                                                             "vxlanMTU": "1400"}))
     assert [r["cmd"] for r in plugin.audit() if r["event"] == "run"
             and r.get("network") == network_id] == ["ip -d -j link show type vxlan"]
+
+
+def test_delete_endpoint_answers_before_the_kernel_frees_the_macvlan(slow_plugin, netns,
+                                                                     workdir):
+    # Freeing a link takes the kernel 15-20 ms (ip waits for it): Docker's
+    # `docker rm` need not. The deletion runs after the answer, logged with it.
+    plugin = slow_plugin(20, "--vxlan-linger", "0")
+    network_id, endpoint_id, _, _ = create_and_join(plugin, {"VxlanId": "15"})
+    vxlan, macvlan = "vx_" + network_id[:12], "macvlan_" + endpoint_id[:7]
+    gate = os.path.join(workdir, "slow")  # while it exists, every `ip` waits
+    open(gate, "w").close()
+    started = time.monotonic()
+    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    assert time.monotonic() - started < 5  # not held with the `ip` that deletes
+    assert os.listdir(os.path.join(plugin.state_dir, "endpoints")) == []
+    assert {vxlan, macvlan} <= netns.link_names()  # still in the held `ip`
+
+    # DeleteNetwork waits for the deletion in flight, then finds nothing left to do
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(
+        delete=plugin.call("DeleteNetwork", {"NetworkID": network_id})))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()
+    os.unlink(gate)
+    thread.join(30)
+    assert results["delete"][0] == 200, results
+    assert netns.link_names() == {"lo", "eth0"}
+    deletions = [r for r in plugin.audit() if r["cmd"] in (f"ip link delete dev {macvlan}",
+                                                          f"ip link delete dev {vxlan}")]
+    assert [(r["event"], r["cmd"].split()[-1], r.get("status")) for r in deletions] == [
+        ("run", macvlan, None), ("run", vxlan, None),
+        ("result", macvlan, "ok"), ("result", vxlan, "ok")]
+    for record in deletions:
+        assert (record["rpc"], record["network"], record["endpoint"]) == (
+            "DeleteEndpoint", network_id, endpoint_id)
+        assert record["cause"] == "after DeleteEndpoint's answer"
+
+
+def test_a_join_during_the_deletion_after_delete_endpoint_gets_a_live_vxlan(slow_plugin, netns,
+                                                                           workdir):
+    plugin = slow_plugin(20, "--vxlan-linger", "0")
+    network_id, first, _, _ = create_and_join(plugin, {"VxlanId": "16"})
+    vxlan = "vx_" + network_id[:12]
+    index = netns.link(vxlan)["ifindex"]
+    gate = os.path.join(workdir, "slow")
+    open(gate, "w").close()
+    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": first})  # held: vxlan too
+    second = new_id()
+    plugin.ok("CreateEndpoint", endpoint_request(network_id, second, "10.42.0.3/24"))
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(join=plugin.call("Join", {
+        "NetworkID": network_id, "EndpointID": second})))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # it waits for the deletion
+    os.unlink(gate)
+    thread.join(30)
+    assert results["join"][0] == 200, results
+    assert netns.link("macvlan_" + second[:7])["link"] == vxlan
+    assert netns.link(vxlan)["ifindex"] != index  # made anew after the deletion

@@ -196,7 +196,7 @@ def test_replay_rebuilds_the_links_of_a_run_in_a_fresh_namespace(plugin, netns):
     second = new_id()
     plugin.ok("CreateEndpoint", endpoint_request(peers, second, "10.42.0.3/24"))
     join(plugin, peers, second)
-    plugin.ok("DeleteEndpoint", {"NetworkID": full, "EndpointID": plugin_endpoints(plugin, full)})
+    plugin.delete_endpoint(full, plugin_endpoints(plugin, full))
     gone, _, _, _ = create_and_join(plugin, {"VxlanId": "46"})  # a whole life, then deleted
     plugin.ok("DeleteNetwork", {"NetworkID": gone})
     wanted = link_summary(netns)
@@ -286,7 +286,7 @@ def as_logged(record):
 
 def a_network_life(plugin):
     network_id, endpoint_id, _, _ = create_and_join(plugin, {"VxlanId": "47"})
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    plugin.delete_endpoint(network_id, endpoint_id)
     plugin.ok("DeleteNetwork", {"NetworkID": network_id})
 
 
@@ -364,7 +364,7 @@ def test_a_full_disk_loses_audit_records_loudly_and_fails_no_request(netns, work
                 f"device); this record is missing from it: run ip link add {macvlan}") in log
         assert f"ok  ip link add {macvlan} link vx_{network_id[:12]}" in log  # it ran
         os.unlink(filler)
-        plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        plugin.delete_endpoint(network_id, endpoint_id)
         records = plugin.audit()  # every line whole: json.loads would fail on half a one
         assert [r for r in records if r["cmd"].startswith("ip ")][-1]["cmd"] == (
             f"ip link delete dev vx_{network_id[:12]}")

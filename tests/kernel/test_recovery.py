@@ -51,7 +51,7 @@ def test_sigkill_and_restart_keeps_networks_and_endpoints(plugin, netns):
     join(plugin, network_id, second)
     assert {vxlan, "macvlan_" + first[:7], "macvlan_" + second[:7]} <= netns.link_names()
     for endpoint in (first, second):
-        plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint})
+        plugin.delete_endpoint(network_id, endpoint)
     assert netns.link_names() == {"lo", "eth0", vxlan}  # it lingers for the next container
     plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     assert netns.link_names() == {"lo", "eth0"}
@@ -82,7 +82,7 @@ def test_lost_or_unreadable_state_keeps_every_link(plugin, netns, damage):
     docker_did_not_answer(restart(plugin))
     assert links <= netns.link_names()
     # a container removed meanwhile: its macvlan goes, the network's vxlan stays
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": first})
+    plugin.delete_endpoint(network_id, first)
     assert deleted(plugin) == ["ip link delete dev macvlan_" + first[:7]]
     assert {"vx_" + network_id[:12], "macvlan_" + second[:7]} <= netns.link_names()
     assert netns.flood_destinations("vx_" + network_id[:12]) == ["192.0.2.2"]
@@ -193,7 +193,7 @@ def test_go_original_vxlan_is_adopted_with_its_port_not_duplicated(plugin, netns
     assert link["linkinfo"]["info_data"]["port"] == 8472
     assert netns.link("macvlan_" + first[:7])["link"] == original
     assert [n for n in netns.link_names() if n.startswith("vx")] == [original]
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": first})
+    plugin.delete_endpoint(network_id, first)
     assert original not in netns.link_names()
     second = new_id()
     plugin.ok("CreateEndpoint", endpoint_request(network_id, second))

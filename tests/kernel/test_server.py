@@ -119,7 +119,7 @@ def test_commands_leave_no_open_files_behind(plugin):
             endpoint_id = new_id()
             plugin.ok("CreateEndpoint", endpoint_request(network_id, endpoint_id))
             plugin.ok("Join", {"NetworkID": network_id, "EndpointID": endpoint_id})
-            plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+            plugin.delete_endpoint(network_id, endpoint_id)
     cycle(5)  # threads and pools warmed up
     one_waiting(plugin)  # the next `ip -batch -` and its files are there
     before = open_files(plugin.process.pid)

@@ -68,7 +68,7 @@ def test_read_only_state_dir_fails_each_request_that_writes_and_changes_nothing(
     finally:
         mount("-o", "remount,rw", small_state_dir)
     # writable again: the same requests work, and the host ends clean
-    plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    plugin.delete_endpoint(network_id, endpoint_id)
     plugin.ok("DeleteNetwork", {"NetworkID": network_id})
     assert netns.link_names() == {"lo", "eth0"}
     assert os.listdir(os.path.join(small_state_dir, "networks")) == []
