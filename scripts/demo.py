@@ -113,21 +113,27 @@ def ping(host, container, address, count=1):
 
 def plugin_links(host):
     """Names of the links the plugin makes (vx_..., macvlan_...) on host, once
-    the commands it has started are done: it deletes a container's links just
-    after answering `docker rm`."""
+    those it has started to delete are gone: it deletes a container's links
+    just after answering `docker rm` (up to 10 s)."""
     deadline = time.monotonic() + 10
-    while commands_running(host) and time.monotonic() < deadline:
+    while True:
+        names = sorted(link["ifname"] for link in host.links()
+                       if link["ifname"].startswith(("vx_", "macvlan_")))
+        if not set(names) & being_deleted(host) or time.monotonic() > deadline:
+            return names
         time.sleep(0.05)
-    return sorted(link["ifname"] for link in host.links()
-                  if link["ifname"].startswith(("vx_", "macvlan_")))
 
 
-def commands_running(host):
-    """How many ip/bridge commands the plugin's log shows started and not ended."""
-    records = [r for r in host.audit_records()
-               if r.get("cmd", "").startswith(("ip ", "bridge "))]
-    return sum(r["event"] == "run" for r in records) - sum(
-        r["event"] == "result" for r in records)
+def being_deleted(host):
+    """Links whose last command in the plugin's log is their deletion."""
+    last = {}
+    for record in host.audit_records():
+        words = record.get("cmd", "").split() if record.get("event") == "run" else []
+        if words[:3] == ["ip", "link", "add"]:
+            last[words[3]] = "add"
+        elif words[:4] == ["ip", "link", "delete", "dev"]:
+            last[words[4]] = "delete"
+    return {name for name, what in last.items() if what == "delete"}
 
 
 def main(argv=None):

@@ -197,9 +197,10 @@ class Driver:
         """DeleteEndpoint: forgets the endpoint, and deletes its links right after
         the answer: the kernel takes 15-20 ms to free a link, which `docker rm`
         need not wait for. A request for the network that comes meanwhile waits
-        for the deletion (the network's lock); a crash before it leaves a
-        macvlan in the host's namespace that reconciling at the next start
-        deletes (recovery.py). Returns the greenlet that deletes them."""
+        for a deletion of the vxlan (the network's lock); a crash before the
+        deletion leaves a macvlan in the host's namespace that reconciling at
+        the next start deletes (recovery.py). Returns the greenlet that deletes
+        them."""
         endpoint = self._forget_endpoint_of(network_id, endpoint_id)
         return gevent.spawn(contextvars.Context().run, self._delete_links_after_answer,
                             request_context.get(), endpoint)
@@ -233,12 +234,15 @@ class Driver:
             last = (network is not None and network_id in self.vxlans_here
                     and not self.endpoints_of(network_id)
                     and network_id not in self.unconfirmed)
-            now = last and not self.vxlan_linger
-            self.delete_links(delete_endpoint_commands(network, endpoint, now), cause)
-            if now:
+            if last and not self.vxlan_linger:
+                self.delete_links(delete_endpoint_commands(network, endpoint, True), cause)
                 self.vxlans_here.discard(network_id)
-            elif last:
+                return
+            if last:
                 self.vxlan_unused(network_id)
+        # The macvlan alone concerns no other request: a Join on the network need
+        # not wait the 15-20 ms the kernel takes to free it.
+        self.delete_links(delete_endpoint_commands(network, endpoint, False), cause)
 
     # --- the vxlan's life after its last container ---------------------------
 

@@ -7,39 +7,43 @@ Commands that change the host are fed as lines to a `TOOL -batch -` process,
 several of one request to one process (one fork instead of several); the log
 still shows each as its own command, exactly as `TOOL LINE` would run it.
 
-How sh runs under gevent (see cli._patch_for_gevent): each
-process is started and reaped in a real thread of our own pool, because
-sh blocks the thread that does it (a `TOOL -batch -` is fed and its end seen
-by the request's greenlet in between: _BatchProcess); its standard input is
-/dev/null or a pipe we write ourselves and its output goes to memory files, so
-sh's helper threads never feed or drain a pipe; and sh's own `_timeout` is not
-used (it polls, adding ~100 ms to every command): a gevent timeout kills the
-child instead.
+Processes are started by a helper process (spawner.py), through sh: sh forks
+the process that asks, and a fork of the plugin (45 MiB) costs milliseconds of
+CPU and page faults on its next request. We hand the helper each child's
+standard input (/dev/null or a pipe we write ourselves) and its output and
+error (files in memory), get back a pidfd to kill it by, and its exit code once
+the helper has reaped it. A gevent timeout kills a child that runs too long.
 """
 
+import array
 import fcntl
+import itertools
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import struct
+import sys
 import time
 
 import gevent
 import gevent.os
 import gevent.socket
 import sh
-from gevent.threadpool import ThreadPool
+from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 
-from . import auditlog
+from . import auditlog, spawner
 from . import commands as cmd
 from .errors import CommandError
 
 COMMAND_TIMEOUT = 10.0  # seconds; Docker waits on us without a timeout of its own
 TIMED_OUT = -1000  # the exit code we record for a command we killed
 NOT_STARTED = -1001  # ... and for one whose process could not be started
+HELPER_ENDED = -1002  # ... and for one whose helper ended before it told its exit
 KILL_WAIT = 2.0  # seconds we wait for a killed process to exit
 
 
@@ -50,17 +54,16 @@ class Ip:
 
     Commands that change the host go to a `TOOL -batch -` process on its
     standard input. One such process per tool is started ahead of need and
-    waits, idle, for its input: starting a process through sh costs several
-    milliseconds (it forks the whole plugin), which is then off the path of
-    the request. Each process runs one request's lines and exits, so iproute2's
+    waits, idle, for its input: starting a process costs the helper several
+    milliseconds, which are then off the path of the request. Each process runs one request's lines and exits, so iproute2's
     name-to-index cache never outlives a request. Queries (`ip -j ... show`)
     carry options before the command and run as their own process.
     """
 
     def __init__(self, timeout=COMMAND_TIMEOUT):
         self._timeout = timeout
-        self._pool = ThreadPool(16)
-        self._tools = {}
+        self._spawner = None
+        self._spawner_starting = Semaphore()
         self._waiting = {}  # tool -> greenlet whose value is a started `TOOL -batch -`
 
     def run(self, argv):
@@ -70,7 +73,8 @@ class Ip:
     def batch(self, commands, cause=None):
         """Runs the commands in order, stopping at the first that fails, and
         returns the standard output of the last process. `cause` says in the
-        command log why they run, where no request explains it.
+        command log why they run: they run in the background, and no request
+        waits for them.
 
         On failure raises CommandError whose `.done` lists the commands that
         may have taken effect (all of a batch that was killed), so that the
@@ -140,17 +144,20 @@ class Ip:
                                f"{install}, version 4.14 or newer") from None
 
     def close(self):
-        """Ends the processes waiting for input (no input: they exit at once)."""
+        """Ends the processes waiting for input (no input: they exit at once),
+        then the helper."""
         waiting, self._waiting = self._waiting, {}
         for started in waiting.values():
             process = started.get()
             if isinstance(process, _BatchProcess):
                 try:
                     process.finish(b"")
-                except BrokenPipeError:
+                except (BrokenPipeError, _HelperEnded):
                     pass  # it had ended already
                 finally:
-                    process.reap()
+                    process.close()
+        if self._spawner is not None:
+            self._spawner.close()
 
     def _run_group(self, group, cause):
         tool = group[0][0]
@@ -161,7 +168,8 @@ class Ip:
             auditlog.started(line, batch, cause)
         started = time.monotonic()
         if _batchable(group[0]):
-            code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group])
+            code, stdout, stderr = self._execute_batch(tool, [argv[1:] for argv in group],
+                                                       in_background=cause is not None)
             failed_index = _failed_line(stderr, len(group)) if code else None
             stderr = _BATCH_NOTE.sub("", stderr)
         else:
@@ -195,158 +203,264 @@ class Ip:
             raise error
         return stdout
 
-    def _execute_batch(self, tool, arg_lists):
+    def _execute_batch(self, tool, arg_lists, in_background):
         """Hands the lines to a waiting `TOOL -batch -` (and starts the next one)."""
         script = "".join(" ".join(args) + "\n" for args in arg_lists).encode()
         waiting = self._waiting.pop(tool, None)
+        if in_background:  # no answer to wait for: the next one starts while this one runs
+            self._replace_waiting(tool)
         try:
             return self._feed(tool, waiting, script)
         finally:
             # The next one starts once this one is done and the request has
             # answered. Concurrent requests start their own, and only one waits.
-            if tool not in self._waiting:
-                self._waiting[tool] = self._after_answer(self._start_batch_process, tool)
+            self._replace_waiting(tool)
+
+    def _replace_waiting(self, tool):
+        if tool not in self._waiting:
+            self._waiting[tool] = self._after_answer(self._start_batch_process, tool)
 
     def _after_answer(self, function, *args):
-        """A greenlet whose value is FUNCTION(*ARGS), run in a pool thread once the
-        request has answered (a new greenlet runs when the request's waits for
-        the next request): sh holds the interpreter for several ms to start or
-        reap a process, which the answer would otherwise wait for."""
-        return gevent.spawn(lambda: self._pool.spawn(function, *args).get())
+        """A greenlet whose value is FUNCTION(*ARGS), run once the request has
+        answered (a new greenlet runs when the request's waits for the next
+        request): the helper's work would otherwise compete with the answer."""
+        return gevent.spawn(function, *args)
 
     def _feed(self, tool, waiting, script):
         failure = ""
         for _ in range(2):
-            if waiting is None:
-                waiting = self._pool.spawn(self._start_batch_process, tool)
-            process, waiting = waiting.get(), None
+            process = waiting.get() if waiting is not None else self._start_batch_process(tool)
+            waiting = None
             if isinstance(process, Exception):  # nothing ran
                 failure = f"could not start {tool}: {process}"
                 continue
-            finishing = gevent.spawn(process.finish, script)
             try:
-                return self._wait(finishing, process.kill)
+                process.write(script)
             except BrokenPipeError:  # it died while waiting, before reading a line
                 failure = f"{tool} -batch - exited before reading its input"
+                process.close()
+                continue
+            try:
+                code, note = self._exit_of(process.child)
+                return code, process.stdout(), process.stderr() + note
             finally:
-                finishing.kill()  # still waiting only if it outlived the kill
-                self._after_answer(process.reap)  # sh's bookkeeping
+                process.close()
         return NOT_STARTED, "", failure
 
     def _execute(self, tool, args):
         """Runs TOOL ARGS as its own process; returns (exit code, stdout, stderr)."""
-        started = {}
+        with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
+            try:
+                child = self._start([tool, *args], _DEVNULL.fileno(), out.fileno(), err.fileno())
+            except _NotStarted as error:
+                return NOT_STARTED, "", f"could not start {tool}: {error}"
+            try:
+                code, note = self._exit_of(child)
+            finally:
+                child.close()
+            return code, _read(out), _read(err) + note
 
-        def start_and_wait():
-            with _memory_file("vxlan-out") as out, _memory_file("vxlan-err") as err:
-                try:
-                    started["process"] = self._command(tool)(
-                        *args, **_sh_args(_DEVNULL, out, err))
-                except Exception as error:  # e.g. the tool is gone: nothing ran
-                    return NOT_STARTED, "", f"could not start {tool}: {error}"
-                return _exit_code(started["process"]), _read(out), _read(err)
-
-        return self._wait(self._pool.spawn(start_and_wait),
-                          lambda: _kill(started.get("process")))
-
-    def _wait(self, result, kill):
-        """The result of a task (a greenlet or a pool task) that runs a process and
-        waits for it, killing the process on timeout."""
+    def _exit_of(self, child):
+        """(exit code, note for its standard error) of a started child, killed
+        if it runs longer than the timeout."""
         try:
-            return result.get(timeout=self._timeout)
+            return child.exited.get(timeout=self._timeout), ""
         except gevent.Timeout:
-            kill()
+            child.kill()
             note = f"timed out after {self._timeout:g} s and was killed"
             try:
-                code, stdout, stderr = result.get(timeout=KILL_WAIT)  # reaped
+                child.exited.get(timeout=KILL_WAIT)
             except gevent.Timeout:
-                return TIMED_OUT, "", f"{note}, and had not exited {KILL_WAIT:g} s later"
-            return TIMED_OUT, stdout, f"{stderr}{note}"
+                return TIMED_OUT, f"{note}, and had not exited {KILL_WAIT:g} s later"
+            except _HelperEnded:
+                pass
+            return TIMED_OUT, note
+        except _HelperEnded as error:
+            child.kill()  # nobody would reap it: it must not run on unseen
+            return HELPER_ENDED, str(error)
 
-    def _command(self, tool):
-        """sh's Command for TOOL, found on PATH once (sh.CommandNotFound if not)."""
-        return self._tools.get(tool) or self._tools.setdefault(tool, sh.Command(tool))
+    def _start(self, argv, stdin, stdout, stderr):
+        """A started _Child (raises _NotStarted): the helper is started at first
+        need, and again if it has ended."""
+        with self._spawner_starting:
+            if self._spawner is None or not self._spawner.running:
+                self._spawner = _Spawner()
+        return self._spawner.start(argv, stdin, stdout, stderr)
 
     def _start_batch_process(self, tool):
         """A started _BatchProcess, or the error that prevented it: returned, not
         raised, since the start may run before anyone waits for it."""
         try:
-            return _BatchProcess(self._command(tool))
+            return _BatchProcess(self, tool)
         except Exception as error:
             return error
 
 
 class _BatchProcess:
-    """`TOOL -batch -`, started through sh and waiting for its lines on its
-    standard input.
+    """`TOOL -batch -`, started and waiting for its lines on its standard input
+    (a pipe we write without blocking)."""
 
-    It is started in a pool thread (starting blocks), and fed and waited for by
-    the request's greenlet: its input is written without blocking, and its end
-    is seen on a pidfd the event loop watches, its status read without reaping
-    it (waitid WNOWAIT). sh reaps it afterwards, in a pool thread (reap), off
-    the request's path: between the request and the kernel no thread is woken."""
-
-    def __init__(self, command):
+    def __init__(self, ip, tool):
         read_end, self._stdin = os.pipe()
         self._out = _memory_file("vxlan-out")
         self._err = _memory_file("vxlan-err")
         try:
-            with open(read_end, "rb", buffering=0) as stdin:  # the child has its own copy
-                self._process = command("-batch", "-", **_sh_args(stdin, self._out, self._err))
-            self._ended = os.pidfd_open(self._process.pid)  # readable once it has exited
+            self.child = ip._start([tool, "-batch", "-"], read_end, self._out.fileno(),
+                                   self._err.fileno())
         except BaseException:
             os.close(self._stdin)
             self._out.close()
             self._err.close()
             raise
+        finally:
+            os.close(read_end)  # the child has its own copy
         gevent.os.make_nonblocking(self._stdin)
 
-    def finish(self, script):
-        """Writes the lines, closes its input, waits for its end; (code, stdout,
-        stderr). BrokenPipeError if it ended before reading them."""
+    def write(self, script):
+        """Writes the lines and closes its input: it runs them and exits.
+        BrokenPipeError if it ended before reading them."""
         try:
             while script:
                 script = script[gevent.os.nb_write(self._stdin, script):]
-        finally:  # also when it ended before reading: BrokenPipeError
+        finally:
             os.close(self._stdin)
-        gevent.socket.wait_read(self._ended)  # it exits at the end of its input
-        try:
-            ended = os.waitid(os.P_PIDFD, self._ended, os.WEXITED | os.WNOWAIT)
-            code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
-        except ChildProcessError:  # sh's output thread (it polls each second) reaped it
-            code = _exit_code(self._process)  # kept by sh: no wait
-        return code, _read(self._out), _read(self._err)
+            self._stdin = None
+
+    def finish(self, script):
+        """Writes the lines and waits for its end: (code, stdout, stderr)."""
+        self.write(script)
+        return self.child.exited.get(), self.stdout(), self.stderr()
+
+    def stdout(self):
+        return _read(self._out)
+
+    def stderr(self):
+        return _read(self._err)
+
+    def close(self):
+        """Frees its files (and kills it if it still runs, its input unwritten)."""
+        if self._stdin is not None:
+            os.close(self._stdin)
+            self._stdin = None
+        self.child.close()
+        self._out.close()
+        self._err.close()
+
+
+class _NotStarted(Exception):
+    """The helper could not start a process (the message says why)."""
+
+
+class _HelperEnded(Exception):
+    """The helper ended before it told a child's exit."""
+
+
+class _Child:
+    """A process the helper started: its pidfd, and its exit code once reaped."""
+
+    def __init__(self):
+        self.started = AsyncResult()  # its pidfd, or _NotStarted
+        self.exited = AsyncResult()  # its exit code (-SIGNAL if killed), or _HelperEnded
+        self.pidfd = None
 
     def kill(self):
-        _kill(self._process)
-
-    def reap(self):
-        """Waits for it through sh (it has ended, or was killed) and frees its files."""
+        if self.pidfd is None:
+            return  # it had ended when the helper answered
         try:
-            _exit_code(self._process)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it has ended
+
+    def close(self):
+        """Forgets it; kills it if it is still running (nobody waits for it)."""
+        if self.pidfd is not None:
+            if not self.exited.ready():
+                self.kill()
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+class _Spawner:
+    """Our end of the helper (spawner.py): a SOCK_SEQPACKET socket on its
+    standard input, and a greenlet that reads what it answers."""
+
+    def __init__(self):
+        self._socket, theirs = gevent.socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._children = {}  # request number -> _Child
+        self._numbers = itertools.count()
+        try:
+            # sh blocks for the fork, and forks this whole process: once, in a thread
+            self._helper = gevent.get_hub().threadpool.apply(
+                sh.Command(sys.executable),
+                ["-P", spawner.__file__],  # sh and the standard library only
+                dict(_in=theirs, _out=sys.__stderr__, _err=sys.__stderr__, _bg=True,
+                     _bg_exc=False, _ok_code=spawner.ANY_EXIT))
+        except BaseException:
+            self._socket.close()
+            raise
         finally:
-            os.close(self._ended)
-            self._out.close()
-            self._err.close()
+            theirs.close()
+        self.running = True
+        self._reader = gevent.spawn(self._read)
+
+    def start(self, argv, stdin, stdout, stderr):
+        number = next(self._numbers)
+        child = self._children[number] = _Child()
+        message = json.dumps({"id": number, "argv": argv}).encode()
+        fds = array.array("i", [stdin, stdout, stderr])
+        try:
+            self._socket.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            child.pidfd = child.started.get()
+        except OSError as error:  # the helper has ended
+            self._children.pop(number, None)
+            raise _NotStarted(f"the helper that starts processes is gone ({error})") from None
+        except _NotStarted:
+            self._children.pop(number, None)
+            raise
+        return child
+
+    def _read(self):
+        try:
+            while True:
+                data, fds = spawner.receive(self._socket)
+                if not data:
+                    break
+                message = json.loads(data)
+                child = self._children.get(message["id"])
+                if child is None:
+                    for fd in fds:
+                        os.close(fd)
+                elif "pid" in message:
+                    child.started.set(fds[0] if fds else None)
+                elif "error" in message:
+                    del self._children[message["id"]]
+                    child.started.set_exception(_NotStarted(message["error"]))
+                else:
+                    del self._children[message["id"]]
+                    child.exited.set(message["exit"])
+        except OSError:
+            pass
+        finally:
+            self.running = False
+            children, self._children = self._children, {}
+            for child in children.values():
+                ended = _HelperEnded("the helper that started it ended: its exit is unknown")
+                if not child.started.ready():
+                    child.started.set_exception(_NotStarted(str(ended)))
+                child.exited.set_exception(ended)
+
+    def close(self):
+        """Closes our end: the helper reads its end and exits; waits for it."""
+        self._socket.close()
+        self._reader.join(KILL_WAIT)
+        try:
+            self._helper.wait(timeout=KILL_WAIT)
+        except sh.TimeoutException:
+            self._helper.kill()
 
 
 def _found(tool):
     return shutil.which(tool) or tool
-
-
-def _sh_args(stdin, out, err):
-    """How sh runs our processes: standard input, output and error are files
-    (sh then needs no pipe and no thread to feed or drain them), any exit code
-    is returned rather than raised, and the wait is ours (see the module doc)."""
-    return dict(_bg=True, _bg_exc=False, _in=stdin, _out=out, _err=err, _ok_code=_ANY_EXIT)
-
-
-def _exit_code(process):
-    try:
-        process.wait()
-    except sh.SignalException as error:
-        return error.exit_code
-    return process.exit_code
 
 
 def _read(memory_file):
@@ -360,15 +474,6 @@ def _memory_file(name):
     return os.fdopen(os.memfd_create(name), "w+b")
 
 
-def _kill(process):
-    if process is not None:
-        try:
-            process.kill()
-        except ProcessLookupError:
-            pass
-
-
-_ANY_EXIT = list(range(256))
 _DEVNULL = open(os.devnull, "rb")  # the standard input of queries
 _SIOCGIFMTU = 0x8921
 _IFREQ = "16si20x"  # struct ifreq: the name, then ifr_mtu in a 24-byte union
@@ -405,4 +510,6 @@ def _status(code):
         return "killed on timeout"
     if code == NOT_STARTED:
         return "not started"
+    if code == HELPER_ENDED:
+        return "lost (its helper ended)"
     return f"failed (killed by signal {-code})" if code < 0 else f"failed (exit {code})"

@@ -257,18 +257,26 @@ def start_join(plugin, results):
 
 
 def waiting_batch_processes(pid):
-    """PIDs of the plugin's children that are `ip -batch -`."""
+    """PIDs of the plugin's `ip -batch -` processes (its helper's children)."""
+    return [child for child in descendants(pid)
+            if (argv := cmdline(child)) and os.path.basename(argv[0]) == "ip"
+            and argv[1:] == ["-batch", "-"]]
+
+
+def descendants(pid):
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:  # a process that ended meanwhile
+        return found
+    for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/children") as f:
-                children = f.read().split()
+                children = [int(child) for child in f.read().split()]
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
         for child in children:
-            argv = cmdline(int(child))
-            if argv and os.path.basename(argv[0]) == "ip" and argv[1:] == ["-batch", "-"]:
-                found.append(int(child))
+            found += [child] + descendants(child)
     return found
 
 

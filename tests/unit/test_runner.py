@@ -191,11 +191,12 @@ def test_a_waiting_process_that_died_is_replaced(fake, command_log, make_runner)
                                       ("ip link set dev b up", "ok")]
 
 
-def test_a_tool_that_vanishes_fails_the_request_cleanly(fake, make_runner):
+def test_a_tool_that_vanishes_fails_the_request_cleanly(fake, make_runner, monkeypatch):
     ip = make_runner()
     ip.run(["ip", "-j", "link", "show"])
-    ip.close()
+    ip.close()  # nothing waits any more: the next command starts anew
     (fake.bin / "ip").unlink()
+    monkeypatch.setenv("PATH", str(fake.bin))  # and finds no other ip
     for command in (["ip", "-j", "link", "show"], link_set("a")):
         with pytest.raises(CommandError, match="could not start ip"):
             ip.run(command)
@@ -210,3 +211,27 @@ def test_check_tools_names_what_to_install(fake, tmp_path, monkeypatch, make_run
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(CommandError, match="`ip` was not found on PATH: install iproute2"):
         make_runner().check_tools()
+
+
+def test_a_helper_that_ends_loses_only_what_it_ran(fake, command_log, make_runner):
+    # The helper (spawner.py) starts and reaps our processes. If it dies, a
+    # command in flight is logged as lost and its process killed; the next
+    # command starts a new helper.
+    ip = make_runner(timeout=30)
+    ip.batch([link_set("a")])
+    helper = ip._spawner._helper.pid
+    hanging = gevent.spawn(ip.batch, [link_set("hang")])
+    with gevent.Timeout(10):  # it runs while this greenlet sleeps
+        while "link set dev hang up" not in [line for _, line in fake.ran()]:
+            gevent.sleep(0.05)
+    os.kill(helper, signal.SIGKILL)
+    with pytest.raises(CommandError, match="lost \\(its helper ended\\).*may have run"):
+        hanging.get(timeout=10)
+    [(pid, _)] = [entry for entry in fake.ran() if entry[1] == "link set dev hang up"]
+    wait_for(lambda: not _running(int(pid)), 5, "the lost process to be killed")
+    ip.batch([link_set("b")])
+    assert ip._spawner._helper.pid != helper
+    assert results(command_log()) == [
+        ("ip link set dev a up", "ok"),
+        ("ip link set dev hang up", "lost (its helper ended), may have run"),
+        ("ip link set dev b up", "ok")]
