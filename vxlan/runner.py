@@ -1,5 +1,6 @@
-"""The only module that runs `ip` and `bridge` (through sh), with a timeout on
-every command, logging each one in the command log (auditlog.py).
+"""The only module that runs `ip` and `bridge` (started through sh by its
+helper, spawner.py), with a timeout on every command, logging each one in the
+command log (auditlog.py).
 
 Commands are argv lists whose first word is "ip" or "bridge" (commands.py),
 or, for `status`, a shell that runs `ip` in containers' namespaces.
@@ -12,7 +13,7 @@ the process that asks, and a fork of the plugin (45 MiB) costs milliseconds of
 CPU and page faults on its next request. We hand the helper each child's
 standard input (/dev/null or a pipe we write ourselves) and its output and
 error (files in memory), get back a pidfd to kill it by, and its exit code once
-the helper has reaped it. A gevent timeout kills a child that runs too long.
+it has ended. A gevent timeout kills a child that runs too long.
 """
 
 import array
