@@ -141,13 +141,15 @@ def test_plugin_sigkill_and_restart_under_running_containers(hosts):
     assert len(commands(h1, f"ip link add {vxlan} ", "ok")) == 1  # adopted, not made again
 
     # Removing the container from before the kill deletes its macvlan...
-    h1.docker("rm", "-f", "rb-kill-a")
-    assert commands(h1, f"ip link delete dev macvlan_{old_endpoint[:7]}", "ok")
+    h1.docker("rm", "-f", "rb-kill-a")  # the links go just after DeleteEndpoint's answer
+    wait_for(lambda: commands(h1, f"ip link delete dev macvlan_{old_endpoint[:7]}", "ok"),
+             10, "the old container's macvlan to be deleted")
     assert vxlans(h1) == [vxlan]
     ping(h2, "rb-kill-b", new)
     # ...and removing the last one deletes the vxlan.
     h1.docker("rm", "-f", "rb-kill-c")
-    assert commands(h1, f"ip link delete dev {vxlan}", "ok")
+    wait_for(lambda: commands(h1, f"ip link delete dev {vxlan}", "ok"), 10,
+             f"{vxlan} to be deleted")
     assert plugin_links(h1) == []
     assert "Traceback" not in h1.plugin_log()
 
