@@ -56,8 +56,9 @@ class Ip:
     Commands that change the host go to a `TOOL -batch -` process on its
     standard input. One such process per tool is started ahead of need and
     waits, idle, for its input: starting a process costs the helper several
-    milliseconds, which are then off the path of the request. Each process runs one request's lines and exits, so iproute2's
-    name-to-index cache never outlives a request. Queries (`ip -j ... show`)
+    milliseconds, which are then off the path of the request. Each process
+    runs one request's lines and exits, so iproute2's name-to-index cache
+    never outlives a request. Queries (`ip -j ... show`)
     carry options before the command and run as their own process.
     """
 
@@ -151,12 +152,7 @@ class Ip:
         for started in waiting.values():
             process = started.get()
             if isinstance(process, _BatchProcess):
-                try:
-                    process.finish(b"")
-                except (BrokenPipeError, _HelperEnded):
-                    pass  # it had ended already
-                finally:
-                    process.close()
+                process.close()  # its input ends unwritten: it runs nothing
         if self._spawner is not None:
             self._spawner.close()
 
@@ -327,11 +323,6 @@ class _BatchProcess:
             os.close(self._stdin)
             self._stdin = None
 
-    def finish(self, script):
-        """Writes the lines and waits for its end: (code, stdout, stderr)."""
-        self.write(script)
-        return self.child.exited.get(), self.stdout(), self.stderr()
-
     def stdout(self):
         return _read(self._out)
 
@@ -415,9 +406,6 @@ class _Spawner:
         except OSError as error:  # the helper has ended
             self._children.pop(number, None)
             raise _NotStarted(f"the helper that starts processes is gone ({error})") from None
-        except _NotStarted:
-            self._children.pop(number, None)
-            raise
         return child
 
     def _read(self):
