@@ -273,7 +273,7 @@ def descendants(pid):
         try:
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 children = [int(child) for child in f.read().split()]
-        except FileNotFoundError:  # a thread that ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
             continue
         for child in children:
             found += [child] + descendants(child)
@@ -284,7 +284,7 @@ def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return [part.decode() for part in f.read().split(b"\0") if part]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it ended between open and read
         return None
 
 
