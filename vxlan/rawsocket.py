@@ -2,8 +2,11 @@
 out of a link of this host's network namespace, and the frames a link
 receives. They need CAP_NET_RAW."""
 
+import os
 import socket
 from contextlib import contextmanager
+
+import gevent
 
 from .errors import PluginError
 
@@ -11,11 +14,18 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4  # what recvfrom says of a frame this host sent
 
 
+# Closing a packet socket waits for an RCU grace period (synchronize_net: 8-16
+# ms measured) with the calling thread, and so the plugin's event loop, stopped.
+_sender = None  # the socket every send() uses, opened once and kept
+
+
 def send(device, frames):
     """Sends each Ethernet frame, as it is, out of DEVICE."""
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # 0: receives nothing
-        for frame in frames:
-            send_on(sock, device, frame)
+    global _sender
+    if _sender is None:
+        _sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # 0: receives nothing
+    for frame in frames:
+        send_on(_sender, device, frame)
 
 
 def send_on(sock, device, frame):
@@ -27,9 +37,12 @@ def send_on(sock, device, frame):
 def listening(device):
     """(socket, DEVICE's MAC as text): a socket that gets every frame DEVICE
     receives from now on, and can send out of it."""
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
         sock.bind((device, ETH_P_ALL))
         yield sock, ":".join(f"{b:02x}" for b in sock.getsockname()[4])
+    finally:  # the close (see _sender) waits in a thread, not in the event loop
+        gevent.get_hub().threadpool.spawn(os.close, sock.detach())
 
 
 def check_can_send(flag):
