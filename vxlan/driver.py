@@ -32,7 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import gevent
-from gevent.lock import RLock
+from gevent.lock import BoundedSemaphore, RLock
 
 from . import commands as cmd
 from . import underlay
@@ -45,6 +45,10 @@ log = logging.getLogger("vxlan.driver")
 VXLAN_OVERHEAD = {4: 50, 6: 70}  # outer IP + UDP + VXLAN + inner Ethernet headers
 VXLAN_LINGER = 60.0  # seconds a vxlan outlives its network's last container here
 AFTER_DELETE_ENDPOINT = "after DeleteEndpoint's answer"  # the cause of its deletions
+# Deletions that follow DeleteEndpoint's answer, running at once. Nothing holds
+# Docker back while they run, and the kernel does them one at a time (rtnl):
+# more would only add processes waiting for that lock.
+DELETIONS_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Driver:
         self.unconfirmed = set()
         self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
+        self._deletion_turns = BoundedSemaphore(DELETIONS_AT_ONCE)
         self.allocations = Allocations(state, docker)  # swarm networks' VNIs, on a manager
 
     # --- RPCs -------------------------------------------------------------------
@@ -219,7 +224,8 @@ class Driver:
     def _delete_links_after_answer(self, context, endpoint):
         request_context.set(context)  # the log names the request, and CAUSE says when
         try:
-            self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
+            with self._deletion_turns:
+                self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
         except PluginError as error:  # logged by the runner; `status` shows the link
             log.error("could not delete the links of endpoint %s: %s", endpoint.id[:12], error)
 

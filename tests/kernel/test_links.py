@@ -11,6 +11,8 @@ import pytest
 
 from tests.kernel.conftest import (EVERY_OPTION, Plugin, create_and_join, endpoint_request,
                                    join, network_request, new_id)
+from tests.wait import wait_for
+from vxlan.driver import DELETIONS_AT_ONCE
 
 
 def vxlan_data(link):
@@ -313,3 +315,35 @@ def test_a_join_during_the_deletion_after_delete_endpoint_gets_a_live_vxlan(slow
     assert results["join"][0] == 200, results
     assert netns.link("macvlan_" + second[:7])["link"] == vxlan
     assert netns.link(vxlan)["ifindex"] != index  # made anew after the deletion
+
+
+def test_deletions_after_delete_endpoint_run_a_few_at_a_time(slow_plugin, netns, workdir):
+    # `docker rm -f` of many containers sends their DeleteEndpoints as fast as
+    # they are answered, and every deletion queues for the kernel's rtnl lock:
+    # one `ip` each at once put 1,000 processes in that queue (load average
+    # over 100 on 2 cores; Docker's own work starved). They take turns instead.
+    plugin = slow_plugin(20)
+    network_id, first, _, _ = create_and_join(plugin, {"VxlanId": "17"})
+    endpoints = [first]
+    for n in range(2 * DELETIONS_AT_ONCE - 1):
+        endpoint_id = new_id()
+        plugin.ok("CreateEndpoint",
+                  endpoint_request(network_id, endpoint_id, f"10.42.0.{n + 3}/24"))
+        join(plugin, network_id, endpoint_id)
+        endpoints.append(endpoint_id)
+    gate = os.path.join(workdir, "slow")
+    open(gate, "w").close()
+    for endpoint_id in endpoints:
+        plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+
+    def deletions(event):
+        return [r for r in plugin.audit() if r["event"] == event
+                and r["cmd"].startswith("ip link delete dev macvlan_")]
+    wait_for(lambda: len(deletions("run")) == DELETIONS_AT_ONCE, what="the first deletions")
+    time.sleep(1)
+    assert len(deletions("run")) == DELETIONS_AT_ONCE and deletions("result") == []
+    os.unlink(gate)
+    wait_for(lambda: len(deletions("result")) == len(endpoints), what="every deletion")
+    assert {r["status"] for r in deletions("result")} == {"ok"}
+    assert {r["endpoint"] for r in deletions("run")} == set(endpoints)
+    assert netns.link_names() == {"lo", "eth0", "vx_" + network_id[:12]}
