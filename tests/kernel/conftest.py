@@ -134,10 +134,15 @@ class Plugin:
     def delete_endpoint(self, network_id, endpoint_id):
         """DeleteEndpoint, and the wait for what it deletes after its answer: its
         links, whose deletion is logged as done (or failed) when it is."""
+        since = len(self.audit())
         self.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        self.wait_for_deletion(endpoint_id, since)
 
+    def wait_for_deletion(self, endpoint_id, since):
+        """Waits for the deletion that follows an answered DeleteEndpoint, logged
+        after the audit's first SINCE records."""
         def settled():
-            records = [r for r in self.audit() if r.get("endpoint") == endpoint_id
+            records = [r for r in self.audit()[since:] if r.get("endpoint") == endpoint_id
                        and r.get("cause") == AFTER_DELETE_ENDPOINT]
             runs = sum(r["event"] == "run" for r in records)
             return runs and runs == len(records) - runs

@@ -391,8 +391,9 @@ def test_every_rpc_with_a_wrong_field(served, rpc_name, field, value):
     status, answer = served.plugin.call(rpc_name, body)
     if status == 200:
         if rpc_name.endswith("CreateEndpoint"):
-            served.plugin.ok("DeleteEndpoint", {"NetworkID": body["NetworkID"],
-                                                "EndpointID": body["EndpointID"]})
+            served.plugin.delete_endpoint(body["NetworkID"], body["EndpointID"])
+        if rpc_name.endswith("DeleteEndpoint"):  # what it deletes follows the answer
+            served.plugin.wait_for_deletion(body["EndpointID"], mark[0])
         if rpc_name.endswith("CreateNetwork"):
             served.plugin.ok("DeleteNetwork", {"NetworkID": body["NetworkID"]})
         if rpc_name.endswith("AllocateNetwork"):  # its VNI, free for the next example
