@@ -28,11 +28,12 @@ import contextvars
 import hashlib
 import ipaddress
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, replace
 
 import gevent
-from gevent.lock import BoundedSemaphore, RLock
+from gevent.event import Event
+from gevent.lock import RLock
 
 from . import commands as cmd
 from . import underlay
@@ -107,7 +108,10 @@ class Driver:
         self.unconfirmed = set()
         self.network_locks = defaultdict(RLock)
         self._create_lock = RLock()  # conflict checks between networks
-        self._deletion_turns = BoundedSemaphore(DELETIONS_AT_ONCE)
+        # (request context, endpoint, Event) whose links go after DeleteEndpoint's
+        # answer, and how many greenlets delete them (a few: see DELETIONS_AT_ONCE)
+        self._deletions = deque()
+        self._deleters = 0
         self.allocations = Allocations(state, docker)  # swarm networks' VNIs, on a manager
 
     # --- RPCs -------------------------------------------------------------------
@@ -204,11 +208,16 @@ class Driver:
         need not wait for. A request for the network that comes meanwhile waits
         for a deletion of the vxlan (the network's lock); a crash before the
         deletion leaves a macvlan in the host's namespace that reconciling at
-        the next start deletes (recovery.py). Returns the greenlet that deletes
-        them."""
+        the next start deletes (recovery.py). Returns an Event set once they
+        are deleted."""
         endpoint = self._forget_endpoint_of(network_id, endpoint_id)
-        return gevent.spawn(contextvars.Context().run, self._delete_links_after_answer,
-                            request_context.get(), endpoint)
+        deleted = Event()
+        # queued, not a greenlet each: a thousand waiting greenlets cost megabytes
+        self._deletions.append((request_context.get(), endpoint, deleted))
+        if self._deleters < DELETIONS_AT_ONCE:
+            self._deleters += 1
+            gevent.spawn(contextvars.Context().run, self._delete_links_after_answer)
+        return deleted
 
     def remove_endpoint(self, network_id, endpoint_id):
         """Forgets the endpoint and deletes its links at once (recovery, a
@@ -221,13 +230,23 @@ class Driver:
             self.forget_endpoint(endpoint_id)
         return endpoint
 
-    def _delete_links_after_answer(self, context, endpoint):
-        request_context.set(context)  # the log names the request, and CAUSE says when
+    def _delete_links_after_answer(self):
         try:
-            with self._deletion_turns:
-                self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
-        except PluginError as error:  # logged by the runner; `status` shows the link
-            log.error("could not delete the links of endpoint %s: %s", endpoint.id[:12], error)
+            while self._deletions:
+                context, endpoint, deleted = self._deletions.popleft()
+                request_context.set(context)  # the log names the request; CAUSE says when
+                try:
+                    self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
+                except PluginError as error:  # logged by the runner; `status` shows the link
+                    log.error("could not delete the links of endpoint %s: %s",
+                              endpoint.id[:12], error)
+                except Exception:  # a bug: the deletions queued behind it still run
+                    log.exception("deleting the links of endpoint %s failed unexpectedly",
+                                  endpoint.id[:12])
+                finally:
+                    deleted.set()
+        finally:
+            self._deleters -= 1
 
     def _delete_endpoint_links(self, endpoint, cause=None):
         """The macvlan, and the vxlan with the last endpoint here when it does not

@@ -57,9 +57,9 @@ def test_vxlan_goes_with_the_last_endpoint_without_linger(driver, ip):
         driver.create_endpoint(NET, endpoint, {"Address": "10.0.0." + endpoint[0] + "/24"})
         driver.join(NET, endpoint)
     ip.commands.clear()
-    driver.delete_endpoint(NET, EP1).join()  # its links go after the answer
+    driver.delete_endpoint(NET, EP1).wait()  # its links go after the answer
     assert ip.commands == ["ip link delete dev macvlan_1111111"]
-    driver.delete_endpoint(NET, EP2).join()
+    driver.delete_endpoint(NET, EP2).wait()
     assert ip.commands[1:] == ["ip link delete dev macvlan_2222222",
                                "ip link delete dev vx_aaaaaaaaaaaa"]
     ip.commands.clear()
@@ -86,7 +86,7 @@ def lingering(ip, tmp_path):
 
 
 def test_vxlan_outlives_its_last_endpoint_then_goes_with_its_cause(lingering, ip):
-    lingering.delete_endpoint(NET, EP1).join()
+    lingering.delete_endpoint(NET, EP1).wait()
     assert ip.commands == ["ip link delete dev macvlan_1111111"]
     assert NET in lingering.vxlans_here
     gevent.sleep(LINGER * 3)
@@ -96,7 +96,7 @@ def test_vxlan_outlives_its_last_endpoint_then_goes_with_its_cause(lingering, ip
 
 
 def test_join_while_the_vxlan_lingers_keeps_it(lingering, ip):
-    lingering.delete_endpoint(NET, EP1).join()
+    lingering.delete_endpoint(NET, EP1).wait()
     lingering.create_endpoint(NET, EP2, {"Address": "10.0.0.6/24"})
     lingering.join(NET, EP2)
     gevent.sleep(LINGER * 3)
@@ -107,7 +107,7 @@ def test_join_while_the_vxlan_lingers_keeps_it(lingering, ip):
 
 
 def test_delete_network_while_the_vxlan_lingers_deletes_it_once(lingering, ip):
-    lingering.delete_endpoint(NET, EP1).join()
+    lingering.delete_endpoint(NET, EP1).wait()
     lingering.delete_network(NET)
     gevent.sleep(LINGER * 3)
     assert ip.commands == ["ip link delete dev macvlan_1111111",
@@ -188,7 +188,7 @@ def test_state_survives_a_restart(driver, ip, tmp_path):
     assert again.networks[NET].link == "vxkept"
     assert again.endpoints[EP1].mac == "02:42:0a:00:00:05"
     assert NET in again.vxlans_here
-    again.delete_endpoint(NET, EP1).join()
+    again.delete_endpoint(NET, EP1).wait()
     assert restarted_ip.commands[-2:] == ["ip link delete dev macvlan_1111111",
                                           "ip link delete dev vxkept"]
 
@@ -311,7 +311,7 @@ def test_a_lost_record_is_made_again_from_dockers(ip, tmp_path):
     assert driver.networks[NET].gateway == "10.42.0.254"
     assert {e.id: e.mac for e in driver.endpoints_of(NET)} == {EP1: "02:42:0a:2a:00:01",
                                                                EP2: "02:42:0a:2a:00:02"}
-    driver.delete_endpoint(NET, EP1).join()
+    driver.delete_endpoint(NET, EP1).wait()
     assert ip.commands == ["ip link delete dev macvlan_1111111"]  # EP2 still uses the vxlan
     again = Driver(RecordingIp([ETH0, vxlan]), FakeDocker(), StateStore(str(tmp_path)))
     recovery.load(again)  # the rebuilt records were saved
@@ -332,7 +332,7 @@ def test_without_dockers_word_a_vxlan_outlives_its_last_known_endpoint(ip, tmp_p
     again = Driver(ip, FakeDocker(answering=False), StateStore(str(tmp_path)), vtepdev="eth0")
     recovery.load(again)
     ip.commands.clear()
-    again.delete_endpoint(NET, EP1).join()
+    again.delete_endpoint(NET, EP1).wait()
     assert ip.commands == ["ip link delete dev macvlan_1111111"]
     assert again.remove_unused_links() == []  # nothing confirmed: nothing goes
     assert "vx_aaaaaaaaaaaa" in ip.existing
@@ -380,7 +380,7 @@ def test_join_announces_the_endpoints_addresses_on_its_vxlan(announcing):
     assert (device, mac, addresses) == ("vx_aaaaaaaaaaaa", "02:42:0a:00:00:05",
                                         ("10.0.0.5", "fd00::5"))
     assert still_wanted()
-    driver.delete_endpoint(NET, EP1).join()
+    driver.delete_endpoint(NET, EP1).wait()
     assert not still_wanted()  # a later round must not draw traffic to a gone endpoint
 
 
