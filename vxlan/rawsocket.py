@@ -7,6 +7,7 @@ import socket
 from contextlib import contextmanager
 
 import gevent
+import gevent.lock
 
 from .errors import PluginError
 
@@ -17,15 +18,19 @@ PACKET_OUTGOING = 4  # what recvfrom says of a frame this host sent
 # Closing a packet socket waits for an RCU grace period (synchronize_net: 8-16
 # ms measured) with the calling thread, and so the plugin's event loop, stopped.
 _sender = None  # the socket every send() uses, opened once and kept
+# One greenlet at a time on it: a second one waiting for a full send buffer
+# to drain would be refused by gevent (ConcurrentObjectUseError).
+_sending = gevent.lock.Semaphore()
 
 
 def send(device, frames):
     """Sends each Ethernet frame, as it is, out of DEVICE."""
     global _sender
-    if _sender is None:
-        _sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # 0: receives nothing
-    for frame in frames:
-        send_on(_sender, device, frame)
+    with _sending:
+        if _sender is None:
+            _sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # 0: receives nothing
+        for frame in frames:
+            send_on(_sender, device, frame)
 
 
 def send_on(sock, device, frame):

@@ -244,3 +244,28 @@ def test_a_free_address_joins_after_the_probe(probing, netns, far_vtep):
                              "(ARP probe, DAD solicitation; waits 0.3 s for an answer)")
     assert result["status"] == "ok" and result["duration_ms"] >= 300
     assert "macvlan_" + endpoint_id[:7] in netns.link_names()
+
+
+SENDERS = """
+from gevent import monkey; monkey.patch_all()
+import socket, sys, gevent
+from vxlan import rawsocket
+from vxlan.packets import announcement
+rawsocket._sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+rawsocket._sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # the kernel's least
+frames = [announcement("02:42:0a:2a:00:%02x" % n, "10.42.0.%d" % n) for n in range(2, 12)]
+gevent.joinall([gevent.spawn(rawsocket.send, "eth0", frames) for _ in range(20)],
+               raise_error=True)
+print("sent", flush=True)
+"""
+
+
+def test_announcements_of_many_joins_at_once_share_the_socket(netns):
+    # Docker restarting 1,000 containers announces them all within a second.
+    # A slow link (here a rate-limited queue) fills the socket's send buffer:
+    # the greenlets then take turns waiting for it to drain.
+    sh("tc", "-n", netns.name, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit",
+       "burst", "1600", "latency", "5s")
+    done = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c", SENDERS],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "sent\n", done.stderr[-2000:]
