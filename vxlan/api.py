@@ -194,7 +194,9 @@ def make_app(driver):
 
     def route(rpc, handler):
         def serve_rpc():
-            status, result = answer(rpc, handler, bottle.request.body.read())
+            # the server's input, which has undone any chunked transfer encoding
+            # (Bottle's request.body would undo it a second time, and fail)
+            status, result = answer(rpc, handler, bottle.request.environ["wsgi.input"].read())
             return bottle.HTTPResponse(json.dumps(result), status,
                                        {"Content-Type": CONTENT_TYPE})
         app.route("/" + rpc, "POST", serve_rpc)

@@ -106,6 +106,56 @@ def test_unknown_paths_and_bad_bodies(plugin):
     assert plugin.ok("Plugin.Activate")  # and it keeps serving
 
 
+def exchange(socket_path, requests):
+    """The raw answers to REQUESTS (bytes) sent on one connection, one at a
+    time: each read until its body is complete (Content-Length)."""
+    answers = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(socket_path)
+        for request in requests:
+            client.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < answer_size(data):
+                chunk = client.recv(65536)
+                assert chunk, f"the plugin closed the connection; so far: {data!r}"
+                data += chunk
+            answers.append(data)
+    return answers
+
+
+def answer_size(data):
+    head, _, _ = data.partition(b"\r\n\r\n")
+    length = [line.split(b":")[1] for line in head.split(b"\r\n")
+              if line.lower().startswith(b"content-length:")]
+    return len(head) + 4 + int(length[0])
+
+
+def test_http_as_any_client_may_send_it(plugin):
+    """Docker's client sends a Content-Length; other HTTP/1.1 clients may send
+    a chunked body, header names in any case, several requests on one
+    connection. Headers past the limits get a 400, and the plugin serves on."""
+    body = b'{"NetworkID": "ab", "EndpointID": "cd"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    answers = exchange(plugin.socket, [
+        b"POST /NetworkDriver.Leave HTTP/1.1\r\nHost: plugin\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"POST /NetworkDriver.Join HTTP/1.1\r\nhost: plugin\r\nCONTENT-LENGTH: 15\r\n"
+        b"\r\n{\"NetworkID\":5}",
+        b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n"])
+    assert [a.split(b"\r\n")[0] for a in answers] == [
+        b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 200 OK"]
+    assert answers[0].endswith(b"\r\n\r\n{}")
+    assert b'"Err": "NetworkDriver.Join: NetworkID must be an ID' in answers[1]
+    assert answers[2].endswith(b'{"Implements": ["NetworkDriver"]}')
+    for headers in (b"X-Long: " + b"a" * 70000 + b"\r\n",
+                    b"".join(b"X-%d: 1\r\n" % n for n in range(101))):
+        status = exchange(plugin.socket, [b"POST /Plugin.Activate HTTP/1.1\r\n" + headers
+                                          + b"Content-Length: 0\r\n\r\n"])[0]
+        assert status.startswith(b"HTTP/1.1 400 "), status[:200]
+    assert plugin.ok("Plugin.Activate")
+
+
 def open_files(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
