@@ -112,6 +112,9 @@ class Driver:
         # answer, and how many greenlets delete them (a few: see DELETIONS_AT_ONCE)
         self._deletions = deque()
         self._deleters = 0
+        # network ID -> the Events of its macvlans still to be deleted. Deleting a
+        # vxlan deletes the macvlans on it: it goes after them, as DeleteNetwork does.
+        self._macvlans_going = defaultdict(list)
         self.allocations = Allocations(state, docker)  # swarm networks' VNIs, on a manager
 
     # --- RPCs -------------------------------------------------------------------
@@ -145,6 +148,8 @@ class Driver:
 
     def delete_network(self, network_id):
         self._refuse_if_held(network_id)
+        for deleted in list(self._macvlans_going.get(network_id, ())):
+            deleted.wait()
         with self.network_locks[network_id]:
             for endpoint in self.endpoints_of(network_id):
                 self.forget_endpoint(endpoint.id)
@@ -210,8 +215,7 @@ class Driver:
         deletion leaves a macvlan in the host's namespace that reconciling at
         the next start deletes (recovery.py). Returns an Event set once they
         are deleted."""
-        endpoint = self._forget_endpoint_of(network_id, endpoint_id)
-        deleted = Event()
+        endpoint, deleted = self._forget_endpoint_of(network_id, endpoint_id)
         # queued, not a greenlet each: a thousand waiting greenlets cost megabytes
         self._deletions.append((request_context.get(), endpoint, deleted))
         if self._deleters < DELETIONS_AT_ONCE:
@@ -222,13 +226,16 @@ class Driver:
     def remove_endpoint(self, network_id, endpoint_id):
         """Forgets the endpoint and deletes its links at once (recovery, a
         refused Join)."""
-        self._delete_endpoint_links(self._forget_endpoint_of(network_id, endpoint_id))
+        self._delete_endpoint_links(*self._forget_endpoint_of(network_id, endpoint_id))
 
     def _forget_endpoint_of(self, network_id, endpoint_id):
+        """(the endpoint, an Event set once its macvlan is deleted)."""
         endpoint = self.endpoints.get(endpoint_id) or Endpoint(endpoint_id, network_id, "")
+        deleted = Event()
         with self.network_locks[network_id]:
             self.forget_endpoint(endpoint_id)
-        return endpoint
+            self._macvlans_going[network_id].append(deleted)
+        return endpoint, deleted
 
     def _delete_links_after_answer(self):
         try:
@@ -236,38 +243,54 @@ class Driver:
                 context, endpoint, deleted = self._deletions.popleft()
                 request_context.set(context)  # the log names the request; CAUSE says when
                 try:
-                    self._delete_endpoint_links(endpoint, AFTER_DELETE_ENDPOINT)
+                    self._delete_endpoint_links(endpoint, deleted, AFTER_DELETE_ENDPOINT)
                 except PluginError as error:  # logged by the runner; `status` shows the link
                     log.error("could not delete the links of endpoint %s: %s",
                               endpoint.id[:12], error)
                 except Exception:  # a bug: the deletions queued behind it still run
                     log.exception("deleting the links of endpoint %s failed unexpectedly",
                                   endpoint.id[:12])
-                finally:
-                    deleted.set()
         finally:
             self._deleters -= 1
 
-    def _delete_endpoint_links(self, endpoint, cause=None):
-        """The macvlan, and the vxlan with the last endpoint here when it does not
-        linger (else its deletion is scheduled)."""
+    def _delete_endpoint_links(self, endpoint, deleted, cause=None):
+        """The macvlan; the vxlan after the network's last macvlan here, at once
+        (--vxlan-linger 0: in the same batch when no other macvlan of the network
+        is still being deleted) or later. Sets DELETED when the macvlan is gone."""
         network_id = endpoint.network_id
         with self.network_locks[network_id]:
-            network = self.networks.get(network_id)
-            # a network whose endpoint records may be incomplete keeps its vxlan
-            # until Docker confirms (recovery.py)
-            last = (network is not None and network_id in self.vxlans_here
-                    and not self.endpoints_of(network_id)
-                    and network_id not in self.unconfirmed)
-            if last and not self.vxlan_linger:
-                self.delete_links(delete_endpoint_commands(network, endpoint, True), cause)
-                self.vxlans_here.discard(network_id)
+            if (not self.vxlan_linger and self._macvlans_going[network_id] == [deleted]
+                    and self._vxlan_unused(network_id)):
+                try:
+                    self.delete_links([cmd.link_delete(endpoint.link),
+                                       cmd.link_delete(self.networks[network_id].link)], cause)
+                    self.vxlans_here.discard(network_id)
+                finally:
+                    self._macvlan_gone(network_id, deleted)
                 return
-            if last:
-                self.vxlan_unused(network_id)
         # The macvlan alone concerns no other request: a Join on the network need
         # not wait the 15-20 ms the kernel takes to free it.
-        self.delete_links(delete_endpoint_commands(network, endpoint, False), cause)
+        try:
+            self.delete_links([cmd.link_delete(endpoint.link)], cause)
+        finally:
+            with self.network_locks[network_id]:
+                self._macvlan_gone(network_id, deleted)
+                if not self._macvlans_going.get(network_id) and self._vxlan_unused(network_id):
+                    self.vxlan_unused(network_id)
+
+    def _macvlan_gone(self, network_id, deleted):
+        going = self._macvlans_going[network_id]
+        going.remove(deleted)
+        if not going:
+            del self._macvlans_going[network_id]
+        deleted.set()
+
+    def _vxlan_unused(self, network_id):
+        """Whether the network's vxlan is here and no endpoint here uses it (a
+        network whose endpoint records may be incomplete keeps its vxlan until
+        Docker confirms: recovery.py)."""
+        return (network_id in self.networks and network_id in self.vxlans_here
+                and not self.endpoints_of(network_id) and network_id not in self.unconfirmed)
 
     # --- the vxlan's life after its last container ---------------------------
 
@@ -706,13 +729,6 @@ def remote_peers(network):
     return underlay.remote(network.options.peers)
 
 
-def delete_endpoint_commands(network, endpoint, with_vxlan):
-    """DeleteEndpoint: the macvlan, and the vxlan with the last endpoint here
-    when it does not linger (--vxlan-linger 0)."""
-    return [cmd.link_delete(endpoint.link)] + (
-        [cmd.link_delete(network.link)] if with_vxlan else [])
-
-
 def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
     """[(step, commands)] the plugin would run for such a network on this host;
     a command is an argv list, or the line of an announcement (announce.py).
@@ -730,9 +746,9 @@ def explain(raw_options, vtepdev, ip, network_id, endpoints, announcer):
          [announcer.describe(network.link, second.mac, second.addresses)]),
         ("a container leaves (Leave): Docker moves its macvlan back; nothing runs", []),
         ("a container is removed (DeleteEndpoint): just after the answer",
-         delete_endpoint_commands(network, second, False)),
+         [cmd.link_delete(second.link)]),
         ("the last container here is removed (DeleteEndpoint): just after the answer",
-         delete_endpoint_commands(network, first, False)),
+         [cmd.link_delete(first.link)]),
         (f"no container here for --vxlan-linger seconds ({VXLAN_LINGER:g} by default; with 0, "
          "in the last DeleteEndpoint): in the background", [cmd.link_delete(network.link)]),
         ("docker network rm, if a vxlan is still here (DeleteNetwork)",

@@ -347,3 +347,46 @@ def test_deletions_after_delete_endpoint_run_a_few_at_a_time(slow_plugin, netns,
     assert {r["status"] for r in deletions("result")} == {"ok"}
     assert {r["endpoint"] for r in deletions("run")} == set(endpoints)
     assert netns.link_names() == {"lo", "eth0", "vx_" + network_id[:12]}
+
+
+@pytest.mark.parametrize("remove_network", [False, True])
+def test_with_linger_0_the_vxlan_goes_after_every_macvlan_on_it(slow_plugin, netns, workdir,
+                                                                remove_network):
+    # `docker rm -f` of a network's last containers at once: their deletions
+    # wait in the queue together. Deleting the vxlan deletes every macvlan
+    # still on it, so a vxlan deleted with the first of them made the others'
+    # own deletions fail ("Cannot find device"): errors in the log for nothing.
+    plugin = slow_plugin(20, "--vxlan-linger", "0")
+    network_id, first, _, _ = create_and_join(plugin, {"VxlanId": "17"})
+    endpoints = [first]
+    for n in range(DELETIONS_AT_ONCE + 1):
+        endpoint_id = new_id()
+        plugin.ok("CreateEndpoint",
+                  endpoint_request(network_id, endpoint_id, f"10.42.0.{n + 3}/24"))
+        join(plugin, network_id, endpoint_id)
+        endpoints.append(endpoint_id)
+    since = len(plugin.audit())
+    gate = os.path.join(workdir, "slow")
+    open(gate, "w").close()  # the first deletions hold every turn: the last two wait
+    for endpoint_id in endpoints:
+        plugin.ok("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+    if remove_network:  # `docker network rm` right after: it too waits for the macvlans
+        results = {}
+        thread = threading.Thread(target=lambda: results.update(
+            delete=plugin.call("DeleteNetwork", {"NetworkID": network_id})))
+        thread.start()
+        time.sleep(0.5)
+    os.unlink(gate)
+    if remove_network:
+        thread.join(30)
+        assert results["delete"][0] == 200, results
+    vxlan = "vx_" + network_id[:12]
+    wait_for(lambda: netns.link_names() == {"lo", "eth0"}, what="every link deleted")
+    wait_for(lambda: any(r["event"] == "result" and r["cmd"].endswith(vxlan)
+                         for r in plugin.audit()[since:]), what="the vxlan's deletion logged")
+    time.sleep(0.5)  # any deletion still to come would fail now
+    results = [(r["cmd"], r["status"]) for r in plugin.audit()[since:]
+               if r["event"] == "result" and r["cmd"].startswith("ip link delete")]
+    assert sorted(results[:-1]) == sorted((f"ip link delete dev macvlan_{e[:7]}", "ok")
+                                          for e in endpoints)
+    assert results[-1] == (f"ip link delete dev {vxlan}", "ok")
