@@ -50,10 +50,14 @@ class RequestHeaders:
                 self.status = f"more than {MAX_HEADERS} header lines"
                 return
             text = line.decode("latin-1")
-            self.headers.append(text)
-            if text[:1] not in " \t":  # not the continuation of the line before
+            folded = text[:1] in " \t"  # continues the line before
+            if (folded and not self.headers) or (not folded and ":" not in text):
+                self.status = f"not a header line: {text.strip()[:80]!r}"
+                return
+            if not folded:
                 name, _, value = text.partition(":")
                 self._values.setdefault(name.strip().lower(), value.strip())
+            self.headers.append(text)
 
     def get(self, name, default=None):
         return self._values.get(name.lower(), default)

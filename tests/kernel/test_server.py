@@ -149,7 +149,8 @@ def test_http_as_any_client_may_send_it(plugin):
     assert b'"Err": "NetworkDriver.Join: NetworkID must be an ID' in answers[1]
     assert answers[2].endswith(b'{"Implements": ["NetworkDriver"]}')
     for headers in (b"X-Long: " + b"a" * 70000 + b"\r\n",
-                    b"".join(b"X-%d: 1\r\n" % n for n in range(101))):
+                    b"".join(b"X-%d: 1\r\n" % n for n in range(101)),
+                    b"no colon\r\n", b" folded: first\r\n"):
         status = exchange(plugin.socket, [b"POST /Plugin.Activate HTTP/1.1\r\n" + headers
                                           + b"Content-Length: 0\r\n\r\n"])[0]
         assert status.startswith(b"HTTP/1.1 400 "), status[:200]
