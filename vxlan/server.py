@@ -23,8 +23,6 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 log = logging.getLogger("vxlan.server")
 STOP_GRACE = 10.0  # seconds that requests in flight get to finish on SIGTERM
 SD_LISTEN_FDS_START = 3  # the first file descriptor systemd passes
-
-
 MAX_HEADER_LINE = 65536  # bytes, and
 MAX_HEADERS = 100        # lines: the limits of Python's own http.client
 
@@ -84,6 +82,8 @@ class UnixSocketHandler(WSGIHandler):
     def _write_with_headers(self, data):
         # One send for the head and the body: pywsgi sends them apart, and the
         # client, woken by the head, must wait and wake again for the body.
+        # (Private methods of pywsgi's, pinned in requirements.lock;
+        # tests/unit/test_server.py counts the sends.)
         parts = []
         send = self._sendall
         self._sendall = parts.append

@@ -221,7 +221,8 @@ def test_dockerd_restart_brings_back_restart_always_containers(hosts, order):
     ping(h1, "rb-restart-b", network_field(h1, "rb-restart-a", "rb-restart"))
     assert vxlans(h1) == ["vx_" + network_id[:12]]
     h1.docker("rm", "-f", "rb-restart-a", "rb-restart-b")
-    assert plugin_links(h1) == []
+    # after DeleteEndpoint's answer: the macvlans, then the vxlan after the last
+    wait_for(lambda: plugin_links(h1) == [], 10, "the links deleted")
 
 
 def command_line(pid):
@@ -256,7 +257,8 @@ def test_a_socket_held_for_the_plugin_starts_it_for_a_restarting_dockerd(hosts):
         assert failure not in new_log()
     assert vxlans(h1) == ["vx_" + network_id[:12]]
     h1.docker("rm", "-f", "rb-socket-a", "rb-socket-b")
-    assert plugin_links(h1) == []
+    # after DeleteEndpoint's answer: the macvlans, then the vxlan after the last
+    wait_for(lambda: plugin_links(h1) == [], 10, "the links deleted")
 
 
 def test_a_plugin_back_too_late_leaves_restart_always_containers_stopped(hosts):
