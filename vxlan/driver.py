@@ -260,7 +260,7 @@ class Driver:
         network_id = endpoint.network_id
         with self.network_locks[network_id]:
             if (not self.vxlan_linger and self._macvlans_going[network_id] == [deleted]
-                    and self._vxlan_unused(network_id)):
+                    and self._vxlan_idle(network_id)):
                 try:
                     self.delete_links([cmd.link_delete(endpoint.link),
                                        cmd.link_delete(self.networks[network_id].link)], cause)
@@ -275,7 +275,7 @@ class Driver:
         finally:
             with self.network_locks[network_id]:
                 self._macvlan_gone(network_id, deleted)
-                if not self._macvlans_going.get(network_id) and self._vxlan_unused(network_id):
+                if not self._macvlans_going.get(network_id) and self._vxlan_idle(network_id):
                     self.vxlan_unused(network_id)
 
     def _macvlan_gone(self, network_id, deleted):
@@ -285,7 +285,7 @@ class Driver:
             del self._macvlans_going[network_id]
         deleted.set()
 
-    def _vxlan_unused(self, network_id):
+    def _vxlan_idle(self, network_id):
         """Whether the network's vxlan is here and no endpoint here uses it (a
         network whose endpoint records may be incomplete keeps its vxlan until
         Docker confirms: recovery.py)."""
